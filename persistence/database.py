@@ -1,0 +1,275 @@
+"""Engine, sessions, transactional retry, health and pool statistics.
+
+Reads: ``read_session()`` gives a short session with no BEGIN/ROLLBACK round trips
+(autocommit on PostgreSQL, no BEGIN on SQLite); open one per loader batch, never share
+it between concurrent tasks. Writes: ``run_write(fn)`` runs ``fn`` in one transaction
+(``BEGIN IMMEDIATE`` on SQLite) and retries the whole of it on transient errors.
+"""
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+from persistence.errors import CommitOutcomeUnknown, ServiceUnavailable
+from persistence.schema_version import head_revision
+from persistence.settings import DatabaseSettings, SSLMode
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# PostgreSQL SQLSTATEs after which the whole transaction can simply be run again.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_NO_BEGIN = "migval_no_begin"
+
+Transience = Literal["retry", "fatal"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    size: int
+    checked_in: int
+    checked_out: int
+    overflow: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStatus:
+    ok: bool
+    dialect: str
+    latency_ms: float | None
+    schema_revision: str | None
+    head_revision: str
+    at_head: bool
+    error: str | None = None
+
+
+class DatabaseManager:
+    """Owns the engine. Create it in the app's lifespan; ``dispose()`` at shutdown."""
+
+    def __init__(self, settings: DatabaseSettings, *, echo: bool = False) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = _create_engine(settings, echo=echo)
+
+    @classmethod
+    def from_env(cls) -> "DatabaseManager":
+        return cls(DatabaseSettings.from_env())
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A short read-only unit: one per loader batch, never shared across tasks."""
+        async with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn = await conn.execution_options(**{_NO_BEGIN: True})
+            else:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                yield session
+
+    @asynccontextmanager
+    async def write_session(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: commits on success, rolls back on any exception.
+        Prefer ``run_write`` which adds retry."""
+        async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def run_write(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``fn`` in one transaction, retrying the whole of it on transient errors
+        with exponential backoff and full jitter, bounded by attempts and a deadline.
+
+        A connection lost while COMMIT is in flight raises CommitOutcomeUnknown and
+        is never retried: the first attempt may have landed.
+        """
+        attempts = self.settings.retry_attempts
+        deadline = time.monotonic() + self.settings.retry_deadline_s
+        for attempt in range(1, attempts + 1):
+            committing = False
+            try:
+                async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                    try:
+                        value = await fn(session)
+                        committing = True
+                        await session.commit()
+                    except BaseException:
+                        await _quiet_rollback(session)
+                        raise
+                return value
+            except exc.TimeoutError as error:  # pool exhausted: waiting longer won't help
+                raise ServiceUnavailable(
+                    "database", "no database connection available (pool exhausted)"
+                ) from error
+            except (exc.DBAPIError, OSError, ConnectionError) as error:
+                if classify(error) == "fatal":
+                    raise
+                if committing and _is_disconnect(error):
+                    raise CommitOutcomeUnknown(
+                        "database", "connection lost during commit; outcome unknown"
+                    ) from error
+                delay = _backoff(attempt)
+                if attempt == attempts or time.monotonic() + delay > deadline:
+                    raise ServiceUnavailable(
+                        "database", "database unavailable or busy; safe to retry"
+                    ) from error
+                log.warning(
+                    "transient database error, retry %d/%d in %.3fs: %s",
+                    attempt, attempts, delay, type(error).__name__,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def health(self, timeout_s: float = 2.0) -> HealthStatus:
+        """SELECT 1 within ``timeout_s`` and whether the schema is at the migration head."""
+        head = head_revision()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s), self.read_session() as session:
+                await session.execute(sa.text("SELECT 1"))
+                latency = (time.perf_counter() - started) * 1000
+                revision = await current_revision(session)
+        except (TimeoutError, exc.SQLAlchemyError, OSError) as error:
+            reason = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
+            return HealthStatus(False, self.dialect, None, None, head, False, reason)
+        at_head = revision == head
+        return HealthStatus(at_head, self.dialect, latency, revision, head, at_head)
+
+    def pool_stats(self) -> PoolStats:
+        pool = self.engine.pool
+        if isinstance(pool, QueuePool):
+            return PoolStats(pool.size(), pool.checkedin(), pool.checkedout(), pool.overflow())
+        return PoolStats(0, 0, 0, 0)
+
+
+async def current_revision(session: AsyncSession) -> str | None:
+    """The revision recorded in alembic_version, or None before the first migration."""
+    try:
+        row = await session.execute(sa.text("SELECT version_num FROM alembic_version"))
+    except exc.DBAPIError:
+        return None
+    return row.scalar_one_or_none()
+
+
+def classify(error: BaseException) -> Transience:
+    """Whether running the whole transaction again may succeed."""
+    if isinstance(error, OSError | ConnectionError):
+        return "retry"
+    if not isinstance(error, exc.DBAPIError):
+        return "fatal"
+    if _is_disconnect(error):
+        return "retry"
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return "retry"
+    if isinstance(error, exc.OperationalError):
+        text = str(orig).lower()
+        if "database is locked" in text or "database is busy" in text:
+            return "retry"
+    return "fatal"
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    if isinstance(error, OSError | ConnectionError):
+        return True
+    return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def _backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    # Full jitter: spreads retrying writers so they do not collide again.
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311
+
+
+async def _quiet_rollback(session: AsyncSession) -> None:
+    try:
+        await session.rollback()
+    except (exc.SQLAlchemyError, OSError):  # the connection is already gone
+        log.debug("rollback after failure failed", exc_info=True)
+
+
+def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
+    if settings.dialect == "sqlite":
+        engine = create_async_engine(
+            settings.url,
+            echo=echo,
+            # the driver's own timeout (seconds) backs up busy_timeout
+            connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
+        )
+        _install_sqlite_hooks(engine, settings)
+        return engine
+    server_settings = {"timezone": "UTC", "application_name": "migval"}
+    if settings.statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+    connect_args: dict[str, Any] = {
+        "server_settings": server_settings,
+        "ssl": _ssl_context(settings),
+        "timeout": min(settings.pool_timeout, 10.0),
+    }
+    return create_async_engine(
+        settings.url,
+        echo=echo,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_pre_ping=settings.pool_pre_ping,
+        pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle,
+        connect_args=connect_args,
+    )
+
+
+def _ssl_context(settings: DatabaseSettings) -> ssl.SSLContext | bool:
+    if settings.ssl_mode is SSLMode.DISABLE:
+        return False
+    if settings.ssl_mode is SSLMode.REQUIRE:
+        # Encrypted but unverified, as libpq's sslmode=require.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context(cafile=settings.ssl_root_cert)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, settings: DatabaseSettings) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Take BEGIN away from the driver so we decide how each transaction starts.
+        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous.value}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get(_NO_BEGIN):
+            return  # reads: each statement is its own snapshot, nothing to roll back
+        # IMMEDIATE takes the write lock up front, so two writers queue on
+        # busy_timeout instead of deadlocking on a lock upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

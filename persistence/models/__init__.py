@@ -1,0 +1,17 @@
+"""The five tables of the data model (see docs/decisions for departures from the design)."""
+
+from persistence.models.base import metadata
+from persistence.models.behavioral_test_result import BehavioralTestResult
+from persistence.models.validation_discrepancy import ValidationDiscrepancy
+from persistence.models.validation_metric import ValidationMetric
+from persistence.models.validation_result import ValidationResult
+from persistence.models.validation_session import ValidationSession
+
+__all__ = [
+    "BehavioralTestResult",
+    "ValidationDiscrepancy",
+    "ValidationMetric",
+    "ValidationResult",
+    "ValidationSession",
+    "metadata",
+]

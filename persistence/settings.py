@@ -1,0 +1,135 @@
+"""Database settings read from the environment, validated once at start-up."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+from persistence.errors import ConfigurationError
+
+C = TypeVar("C", bound=StrEnum)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./migration_validator.db"
+
+
+class SSLMode(StrEnum):
+    DISABLE = "disable"
+    REQUIRE = "require"
+    VERIFY_FULL = "verify-full"
+
+
+class SQLiteSynchronous(StrEnum):
+    OFF = "OFF"
+    NORMAL = "NORMAL"
+    FULL = "FULL"
+    EXTRA = "EXTRA"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = DEFAULT_DATABASE_URL
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_pre_ping: bool = True
+    pool_timeout: float = 30.0
+    pool_recycle: int = 1800
+    ssl_mode: SSLMode = SSLMode.DISABLE
+    ssl_root_cert: str | None = None
+    sqlite_busy_timeout_ms: int = 5000
+    sqlite_synchronous: SQLiteSynchronous = SQLiteSynchronous.NORMAL
+    statement_timeout_ms: int = 30000
+    retry_attempts: int = 5
+    retry_deadline_s: float = 10.0
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.url.startswith("sqlite") else "postgresql"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "DatabaseSettings":
+        """Build settings from ``env`` (default ``os.environ``); bad values raise
+        ConfigurationError naming the variable."""
+        e = os.environ if env is None else env
+        d = cls()  # defaults (slots hide class-level values)
+        url = e.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ConfigurationError(
+                "DATABASE_URL",
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg://",
+            )
+        settings = cls(
+            url=url,
+            pool_size=_int(e, "DB_POOL_SIZE", d.pool_size, minimum=1),
+            max_overflow=_int(e, "DB_MAX_OVERFLOW", d.max_overflow, minimum=0),
+            pool_pre_ping=_bool(e, "DB_POOL_PRE_PING", d.pool_pre_ping),
+            pool_timeout=_float(e, "DB_POOL_TIMEOUT", d.pool_timeout, minimum=0.001),
+            pool_recycle=_int(e, "DB_POOL_RECYCLE", d.pool_recycle, minimum=-1),
+            ssl_mode=_choice(e, "SSL_MODE", SSLMode, d.ssl_mode),
+            ssl_root_cert=e.get("SSL_ROOT_CERT") or None,
+            sqlite_busy_timeout_ms=_int(
+                e, "SQLITE_BUSY_TIMEOUT_MS", d.sqlite_busy_timeout_ms, minimum=0
+            ),
+            sqlite_synchronous=_choice(
+                e, "SQLITE_SYNCHRONOUS", SQLiteSynchronous, d.sqlite_synchronous
+            ),
+            statement_timeout_ms=_int(
+                e, "DB_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms, minimum=0
+            ),
+            retry_attempts=_int(e, "DB_RETRY_ATTEMPTS", d.retry_attempts, minimum=1),
+            retry_deadline_s=_float(e, "DB_RETRY_DEADLINE", d.retry_deadline_s, minimum=0.0),
+        )
+        if settings.ssl_mode is SSLMode.VERIFY_FULL and not settings.ssl_root_cert:
+            raise ConfigurationError("SSL_ROOT_CERT", "is required when SSL_MODE=verify-full")
+        if settings.ssl_root_cert and not os.path.isfile(settings.ssl_root_cert):
+            raise ConfigurationError("SSL_ROOT_CERT", f"file not found: {settings.ssl_root_cert}")
+        return settings
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(name, f"must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(name, f"must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(name, f"must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, enum: type[C], default: C) -> C:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    for member in enum:
+        if member.value.lower() == raw.strip().lower():
+            return member
+    allowed = ", ".join(m.value for m in enum)
+    raise ConfigurationError(name, f"must be one of {allowed}, got {raw!r}")
