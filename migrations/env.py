@@ -4,7 +4,7 @@ DATABASE_URL, so ``alembic upgrade head`` uses the same database as the server."
 import asyncio
 import warnings
 from logging.config import fileConfig
-from typing import Any, Literal
+from typing import Any
 
 from alembic import context
 from sqlalchemy import pool
@@ -42,12 +42,12 @@ def include_object(
 
 
 def _configure(connection: Connection | None, **kw: Any) -> None:
-    dialect: Literal["sqlite", "postgresql"] = "sqlite" if _url().startswith("sqlite") else "postgresql"
+    is_sqlite = _url().startswith("sqlite")
     context.configure(
         connection=connection,
         target_metadata=metadata,
         include_object=include_object,
-        render_as_batch=dialect == "sqlite",
+        render_as_batch=is_sqlite,
         compare_type=True,
         **kw,
     )

@@ -77,11 +77,11 @@ class DatabaseManager:
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:
         """A short read-only unit: one per loader batch, never shared across tasks."""
-        async with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                conn = await conn.execution_options(**{_NO_BEGIN: True})
-            else:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        options: dict[str, Any] = (
+            {_NO_BEGIN: True} if self.dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+        )
+        async with self.engine.connect() as raw:
+            conn = await raw.execution_options(**options)
             async with AsyncSession(bind=conn, expire_on_commit=False) as session:
                 yield session
 
@@ -258,7 +258,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, settings: DatabaseSettings) -> No
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take BEGIN away from the driver so we decide how each transaction starts.
-        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")

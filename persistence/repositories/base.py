@@ -1,0 +1,146 @@
+"""Shared query shapes: keyset pages, per-parent pages (window functions), grouping."""
+
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlmodel import SQLModel
+
+from persistence.filters import SortDirection
+from persistence.pagination import Keyset, Page
+
+M = TypeVar("M", bound=SQLModel)
+K = TypeVar("K", bound=Hashable)
+
+
+def keyset_after(
+    sort_col: sa.ColumnElement[Any],
+    id_col: sa.ColumnElement[int],
+    direction: SortDirection,
+    after: Keyset | None,
+) -> list[sa.ColumnElement[bool]]:
+    if after is None:
+        return []
+    key = sa.tuple_(sort_col, id_col)
+    bound = sa.tuple_(sa.literal(after.value, sort_col.type), sa.literal(after.id))
+    return [key < bound if direction is SortDirection.DESC else key > bound]
+
+
+def ordering(
+    sort_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[int], direction: SortDirection
+) -> list[sa.ColumnElement[Any]]:
+    if direction is SortDirection.DESC:
+        return [sort_col.desc(), id_col.desc()]
+    return [sort_col.asc(), id_col.asc()]
+
+
+async def keyset_page(
+    session: AsyncSession,
+    model: type[M],
+    conditions: Sequence[sa.ColumnElement[bool]],
+    sort_col: sa.ColumnElement[Any],
+    direction: SortDirection,
+    first: int,
+    after: Keyset | None,
+) -> Page[M]:
+    """One page (first+1 rows to learn has_next) plus the filtered total."""
+    id_col: sa.ColumnElement[int] = model.id  # type: ignore[attr-defined]
+    total = await session.scalar(sa.select(sa.func.count()).select_from(model).where(*conditions))
+    rows: Sequence[M] = []
+    if first > 0:
+        stmt = (
+            sa.select(model)
+            .where(*conditions, *keyset_after(sort_col, id_col, direction, after))
+            .order_by(*ordering(sort_col, id_col, direction))
+            .limit(first + 1)
+        )
+        rows = (await session.scalars(stmt)).all()
+    return Page(items=rows[:first], total_count=total or 0, has_next_page=len(rows) > first)
+
+
+async def pages_by_parent(
+    session: AsyncSession,
+    model: type[M],
+    parent_col: sa.ColumnElement[int],
+    parent_ids: Sequence[int],
+    conditions: Sequence[sa.ColumnElement[bool]],
+    direction: SortDirection,
+    first: int,
+    after: Keyset | None,
+) -> list[Page[M]]:
+    """For each parent id (in order), a page of its children, in ONE statement.
+
+    count(*) OVER the filtered children gives the total; ROW_NUMBER() partitioned by
+    parent and by "past the cursor" cuts each page at first+1. One row before the
+    cursor is kept per parent so its total survives a page that comes back empty.
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    parent_key = str(parent_col.key)
+    key = table.c[parent_key]
+    past = keyset_after(table.c.id, table.c.id, direction, after)
+    past_col = past[0] if past else sa.true()
+    filtered = (
+        sa.select(
+            table,
+            sa.func.count().over(partition_by=key).label("_total"),
+            past_col.label("_past"),
+        )
+        .where(key.in_(parent_ids), *conditions)
+        .subquery("filtered")
+    )
+    numbered = sa.select(
+        filtered,
+        sa.func.row_number()
+        .over(
+            partition_by=[filtered.c[parent_key], filtered.c._past],
+            order_by=ordering(filtered.c.id, filtered.c.id, direction)[:1],
+        )
+        .label("_rn"),
+    ).subquery("numbered")
+    entity = aliased(model, numbered)
+    stmt = (
+        sa.select(entity, numbered.c._total, numbered.c._past)
+        .where(
+            sa.or_(
+                sa.and_(numbered.c._past, numbered.c._rn <= first + 1),
+                sa.and_(sa.not_(numbered.c._past), numbered.c._rn == 1),
+            )
+        )
+        .order_by(numbered.c[parent_key], numbered.c._past, numbered.c._rn)
+    )
+    grouped: dict[int, list[M]] = defaultdict(list)
+    totals: dict[int, int] = {}
+    for row, total, is_past in (await session.execute(stmt)).all():
+        parent = getattr(row, parent_key)
+        totals[parent] = total
+        if is_past:
+            grouped[parent].append(row)
+    pages: list[Page[M]] = []
+    for pid in parent_ids:
+        rows = grouped.get(pid, [])
+        pages.append(Page(rows[:first], totals.get(pid, 0), len(rows) > first))
+    return pages
+
+
+def group_in_key_order(
+    rows: Iterable[M], keys: Sequence[K], key_of: Callable[[M], K | None]
+) -> list[list[M]]:
+    """Rows grouped per key, in the order of ``keys`` (empty list for a miss)."""
+    grouped: dict[K | None, list[M]] = defaultdict(list)
+    for row in rows:
+        grouped[key_of(row)].append(row)
+    return [grouped.get(key, []) for key in keys]
+
+
+def one_per_key(
+    rows: Iterable[M], keys: Sequence[K], key_of: Callable[[M], K | None]
+) -> list[M | None]:
+    by_key = {key_of(row): row for row in rows}
+    return [by_key.get(key) for key in keys]
+
+
+def dialect_name(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name

@@ -1,0 +1,175 @@
+"""SQL for validation_discrepancies, including bulk insert and resolution updates."""
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.filters import DiscrepancyFilter, IdOrder
+from persistence.models import ValidationDiscrepancy
+from persistence.pagination import Keyset, Page
+from persistence.repositories.base import (
+    dialect_name,
+    group_in_key_order,
+    keyset_page,
+    one_per_key,
+    pages_by_parent,
+)
+
+D = ValidationDiscrepancy
+
+# Columns a bulk insert writes (everything else takes its server default), with the
+# PostgreSQL array type each is shipped as in the single unnest() INSERT.
+BULK_COLUMNS: dict[str, str] = {
+    "session_id": "integer[]",
+    "result_id": "integer[]",
+    "discrepancy_type": "varchar[]",
+    "severity": "severity_level[]",
+    "description": "text[]",
+    "source_element": "varchar[]",
+    "target_element": "varchar[]",
+    "recommendation": "text[]",
+    "confidence": "float8[]",
+    "component_type": "varchar[]",
+    "validation_context": "jsonb[]",
+}
+_BULK_DEFAULTS: dict[str, Any] = {"confidence": 1.0}
+
+
+class DiscrepancyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, discrepancy_id: int) -> ValidationDiscrepancy | None:
+        return await self.session.get(D, discrepancy_id)
+
+    async def list_by_ids(self, ids: Sequence[int]) -> list[ValidationDiscrepancy | None]:
+        rows = await self.session.scalars(sa.select(D).where(_c("id").in_(ids)))
+        return one_per_key(rows, ids, lambda d: d.id)
+
+    async def list_by_result_ids(
+        self, result_ids: Sequence[int]
+    ) -> list[list[ValidationDiscrepancy]]:
+        stmt = sa.select(D).where(_c("result_id").in_(result_ids)).order_by(_c("id"))
+        rows = await self.session.scalars(stmt)
+        return group_in_key_order(rows, result_ids, lambda d: d.result_id)
+
+    async def list_page(
+        self, filter_: DiscrepancyFilter, order: IdOrder, first: int, after: Keyset | None
+    ) -> Page[ValidationDiscrepancy]:
+        return await keyset_page(
+            self.session, D, discrepancy_conditions(filter_), _c("id"), order.direction, first,
+            after,
+        )
+
+    async def pages_by_session_ids(
+        self,
+        session_ids: Sequence[int],
+        filter_: DiscrepancyFilter,
+        order: IdOrder,
+        first: int,
+        after: Keyset | None,
+    ) -> list[Page[ValidationDiscrepancy]]:
+        return await pages_by_parent(
+            self.session, D, _c("session_id"), session_ids, discrepancy_conditions(filter_),
+            order.direction, first, after,
+        )
+
+    async def bulk_insert(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert many rows in the caller's transaction: one unnest() INSERT on
+        PostgreSQL, an executemany on SQLite. A bad row fails the whole statement."""
+        if not rows:
+            return 0
+        if dialect_name(self.session) == "postgresql":
+            columns = list(BULK_COLUMNS)
+            params = {
+                f"p{i}": [_pg_value(name, row.get(name, _BULK_DEFAULTS.get(name))) for row in rows]
+                for i, name in enumerate(columns)
+            }
+            select_list = ", ".join(
+                f"CAST(:p{i} AS {BULK_COLUMNS[name]})" for i, name in enumerate(columns)
+            )
+            stmt = sa.text(
+                f"INSERT INTO validation_discrepancies ({', '.join(columns)}) "  # noqa: S608 - fixed identifiers
+                f"SELECT * FROM unnest({select_list})"
+            )
+            await self.session.execute(stmt, params)
+        else:
+            await self.session.execute(
+                sa.insert(D),
+                [{**_BULK_DEFAULTS, **row} for row in rows],
+            )
+        return len(rows)
+
+    async def set_resolution(
+        self,
+        ids: Sequence[int],
+        *,
+        resolved: bool,
+        resolved_by: str | None,
+        notes: str | None,
+        at: datetime | None,
+        expected_version: int | None = None,
+        only_if_resolved: bool | None = None,
+    ) -> list[ValidationDiscrepancy]:
+        """Resolve or reopen rows, bumping ``version``; returns the rows changed.
+        ``expected_version`` makes it a compare-and-set (optimistic concurrency);
+        ``only_if_resolved`` restricts to rows currently in that state."""
+        conds: list[sa.ColumnElement[bool]] = [_c("id").in_(ids)]
+        if expected_version is not None:
+            conds.append(_c("version") == expected_version)
+        if only_if_resolved is not None:
+            conds.append(_c("is_resolved").is_(only_if_resolved))
+        stmt = (
+            sa.update(D)
+            .where(*conds)
+            .values(
+                is_resolved=resolved,
+                resolved_by=resolved_by,
+                resolution_notes=notes,
+                resolved_at=at,
+                version=_c("version") + 1,
+            )
+            .returning(D)
+            .execution_options(synchronize_session=False)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def existing_ids(self, ids: Sequence[int]) -> set[int]:
+        rows = await self.session.scalars(sa.select(_c("id")).where(_c("id").in_(ids)))
+        return set(rows)
+
+
+def discrepancy_conditions(f: DiscrepancyFilter) -> list[sa.ColumnElement[bool]]:
+    conds: list[sa.ColumnElement[bool]] = []
+    if f.severities:
+        conds.append(_c("severity").in_(f.severities))
+    if f.discrepancy_types:
+        conds.append(_c("discrepancy_type").in_(f.discrepancy_types))
+    if f.component_types:
+        conds.append(_c("component_type").in_(f.component_types))
+    if f.is_resolved is not None:
+        conds.append(_c("is_resolved").is_(f.is_resolved))
+    if f.session_ids is not None:
+        conds.append(_c("session_id").in_(f.session_ids))
+    if f.result_ids is not None:
+        conds.append(_c("result_id").in_(f.result_ids))
+    return conds
+
+
+def _pg_value(column: str, value: Any) -> Any:
+    if column == "validation_context":
+        # jsonb elements travel as JSON text; SQL NULL stays NULL.
+        return None if value is None else json.dumps(value)
+    if column == "severity" and value is not None:
+        return str(value)
+    if column == "confidence" and value is not None:
+        return float(value)
+    return value
+
+
+def _c(name: str) -> sa.Column[Any]:
+    return D.__table__.c[name]  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,41 @@
+"""Recording behavioral test results for a session."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.database import DatabaseManager
+from persistence.errors import NotFound, ValidationFailed
+from persistence.models import BehavioralTestResult
+from persistence.repositories import BehavioralTestRepository, SessionRepository
+from persistence.validation import check_row
+
+TABLE = BehavioralTestResult.__table__  # type: ignore[attr-defined]
+MAX_TESTS = 1_000
+
+
+class BehavioralTestService:
+    def __init__(self, db: DatabaseManager) -> None:
+        self.db = db
+
+    async def record(
+        self, session_id: int, tests: Sequence[Mapping[str, Any]]
+    ) -> list[BehavioralTestResult]:
+        """Store all of ``tests`` for the session, or none of them."""
+        if not tests:
+            raise ValidationFailed("tests", "must contain at least one test result")
+        if len(tests) > MAX_TESTS:
+            raise ValidationFailed("tests", f"at most {MAX_TESTS} per call; got {len(tests)}")
+        rows = []
+        for i, item in enumerate(tests):
+            if "session_id" in item:
+                raise ValidationFailed(f"tests[{i}].session_id", "is set by the server")
+            rows.append(check_row(TABLE, {**item, "session_id": session_id}, f"tests[{i}]."))
+
+        async def work(session: AsyncSession) -> list[BehavioralTestResult]:
+            if await SessionRepository(session).get(session_id) is None:
+                raise NotFound("session_id", f"no session with id {session_id}")
+            return await BehavioralTestRepository(session).add_many(rows)
+
+        return await self.db.run_write(work)

@@ -1,0 +1,61 @@
+"""Recording a validation result with its discrepancies, all or nothing."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.database import DatabaseManager
+from persistence.errors import NotFound, ValidationFailed
+from persistence.models import ValidationDiscrepancy, ValidationResult
+from persistence.repositories import DiscrepancyRepository, ResultRepository, SessionRepository
+from persistence.validation import check_row
+
+RESULT_TABLE = ValidationResult.__table__  # type: ignore[attr-defined]
+DISCREPANCY_TABLE = ValidationDiscrepancy.__table__  # type: ignore[attr-defined]
+MAX_DISCREPANCIES = 10_000
+# Set by the service, not by callers of record().
+_LINKS = frozenset({"session_id", "result_id"})
+_RESOLUTION = frozenset({"is_resolved", "resolution_notes", "resolved_at", "resolved_by"})
+
+
+class ResultService:
+    def __init__(self, db: DatabaseManager) -> None:
+        self.db = db
+
+    async def record(
+        self,
+        session_id: int,
+        result: Mapping[str, Any],
+        discrepancies: Sequence[Mapping[str, Any]] = (),
+    ) -> ValidationResult:
+        """Store a result and up to MAX_DISCREPANCIES discrepancies in one transaction:
+        every row is validated before anything is written, and any failure leaves
+        nothing behind."""
+        if len(discrepancies) > MAX_DISCREPANCIES:
+            raise ValidationFailed(
+                "discrepancies", f"at most {MAX_DISCREPANCIES} per result; got {len(discrepancies)}"
+            )
+        _reject(result, _LINKS, "result.")
+        result_row = check_row(RESULT_TABLE, {**result, "session_id": session_id}, "result.")
+        rows = []
+        for i, item in enumerate(discrepancies):
+            prefix = f"discrepancies[{i}]."
+            _reject(item, _LINKS | _RESOLUTION, prefix)
+            rows.append(check_row(DISCREPANCY_TABLE, {**item, "session_id": session_id}, prefix))
+
+        async def work(session: AsyncSession) -> ValidationResult:
+            if await SessionRepository(session).get(session_id) is None:
+                raise NotFound("session_id", f"no session with id {session_id}")
+            stored = await ResultRepository(session).add(result_row)
+            for row in rows:
+                row["result_id"] = stored.id
+            await DiscrepancyRepository(session).bulk_insert(rows)
+            return stored
+
+        return await self.db.run_write(work)
+
+
+def _reject(values: Mapping[str, Any], names: frozenset[str], prefix: str) -> None:
+    for name in sorted(names & values.keys()):
+        raise ValidationFailed(prefix + name, "is set by the server")
