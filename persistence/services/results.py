@@ -36,8 +36,8 @@ class ResultService:
             raise ValidationFailed(
                 "discrepancies", f"at most {MAX_DISCREPANCIES} per result; got {len(discrepancies)}"
             )
-        _reject(result, _LINKS, "result.")
-        result_row = check_row(RESULT_TABLE, {**result, "session_id": session_id}, "result.")
+        _reject(result, _LINKS, "")
+        result_row = check_row(RESULT_TABLE, {**result, "session_id": session_id})
         rows = []
         for i, item in enumerate(discrepancies):
             prefix = f"discrepancies[{i}]."

@@ -1,0 +1,21 @@
+"""Per-request context: the database, fresh loaders and a request id."""
+
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from graph.loaders import Loaders
+from persistence.database import DatabaseManager
+
+
+@dataclass
+class Context:
+    db: DatabaseManager
+    request_id: str
+    request: Request | None = None
+    response: Response | None = None
+    loaders: Loaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self.db)  # fresh per request: no cross-request cache

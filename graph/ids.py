@@ -1,0 +1,41 @@
+"""Relay global IDs: base64("TypeName:databaseId")."""
+
+import base64
+import binascii
+
+from persistence.errors import ValidationFailed
+
+NODE_TYPES = frozenset(
+    {
+        "ValidationSession",
+        "ValidationResult",
+        "Discrepancy",
+        "BehavioralTestResult",
+        "ValidationMetric",
+    }
+)
+
+
+def to_global_id(type_name: str, db_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{type_name}:{db_id}".encode()).decode()
+
+
+def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
+    """(type name, database id); anything malformed is a ValidationFailed on ``field``."""
+    try:
+        decoded = base64.urlsafe_b64decode(global_id.encode()).decode()
+        type_name, raw_id = decoded.split(":", 1)
+        db_id = int(raw_id)
+    except (binascii.Error, UnicodeError, ValueError):
+        raise ValidationFailed(field, "is not a valid ID") from None
+    if type_name not in NODE_TYPES or not 0 < db_id < 2**31:
+        raise ValidationFailed(field, "is not a valid ID")
+    return type_name, db_id
+
+
+def expect_global_id(global_id: str, type_name: str, field: str = "id") -> int:
+    """The database id of a global ID that must be of ``type_name``."""
+    actual, db_id = from_global_id(global_id, field)
+    if actual != type_name:
+        raise ValidationFailed(field, f"is a {actual} ID, expected a {type_name} ID")
+    return db_id

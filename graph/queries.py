@@ -1,0 +1,148 @@
+"""Root query fields. Lists read through repositories on one short read session;
+nested fields go through the request's loaders."""
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from graph.context import Context
+from graph.errors import BadUserInput
+from graph.ids import from_global_id
+from graph.types.behavioral_test import BehavioralTestResult
+from graph.types.common import Connection, MetricPeriod, Node, connection_from_page
+from graph.types.discrepancy import Discrepancy
+from graph.types.inputs import (
+    BehavioralTestFilterInput,
+    DiscrepancyFilterInput,
+    IdOrderInput,
+    SessionFilterInput,
+    SessionOrderInput,
+    to_behavioral_filter,
+    to_discrepancy_filter,
+    to_id_order,
+    to_session_filter,
+    to_session_order,
+)
+from graph.types.metric import ValidationMetric
+from graph.types.pagination import After, First, page_args
+from graph.types.result import ValidationResult
+from graph.types.session import ValidationSession
+from persistence.errors import ValidationFailed
+from persistence.repositories import (
+    BehavioralTestRepository,
+    DiscrepancyRepository,
+    MetricRepository,
+    SessionRepository,
+)
+
+Info = strawberry.Info[Context, None]
+
+
+@strawberry.type(
+    description="Read access to validation sessions, results, discrepancies and metrics."
+)
+class Query:
+    @strawberry.field(description="Any object by its global ID; null if it does not exist.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        try:
+            type_name, db_id = from_global_id(id)
+        except ValidationFailed as error:
+            raise BadUserInput(error) from None
+        loaders = info.context.loaders
+        if type_name == "ValidationSession":
+            session = await loaders.session_by_id.load(db_id)
+            return None if session is None else ValidationSession.from_row(session)
+        if type_name == "ValidationResult":
+            result = await loaders.result_by_id.load(db_id)
+            return None if result is None else ValidationResult.from_row(result)
+        if type_name == "Discrepancy":
+            discrepancy = await loaders.discrepancy_by_id.load(db_id)
+            return None if discrepancy is None else Discrepancy.from_row(discrepancy)
+        if type_name == "BehavioralTestResult":
+            test = await loaders.behavioral_test_by_id.load(db_id)
+            return None if test is None else BehavioralTestResult.from_row(test)
+        return None  # metrics are listed by period, not addressed one by one
+
+    @strawberry.field(description="A session by its requestId (natural key); null if unknown.")
+    async def session(self, info: Info, request_id: str) -> ValidationSession | None:
+        row = await info.context.loaders.session_by_request_id.load(request_id)
+        return None if row is None else ValidationSession.from_row(row)
+
+    @strawberry.field(description="Sessions matching a filter, newest first by default.")
+    async def sessions(
+        self,
+        info: Info,
+        filter: SessionFilterInput | None = None,
+        order_by: SessionOrderInput | None = None,
+        first: First = 20,
+        after: After = None,
+    ) -> Connection[ValidationSession]:
+        size, keyset = page_args(first, after)
+        order = to_session_order(order_by)
+        async with info.context.db.read_session() as session:
+            page = await SessionRepository(session).list_page(
+                to_session_filter(filter), order, size, keyset
+            )
+        return connection_from_page(
+            page,
+            ValidationSession.from_row,
+            lambda r: getattr(r, order.field.value),
+            after is not None,
+        )
+
+    @strawberry.field(description="Discrepancies across sessions matching a filter.")
+    async def discrepancies(
+        self,
+        info: Info,
+        filter: DiscrepancyFilterInput | None = None,
+        order_by: IdOrderInput | None = None,
+        first: First = 20,
+        after: After = None,
+    ) -> Connection[Discrepancy]:
+        size, keyset = page_args(first, after)
+        async with info.context.db.read_session() as session:
+            page = await DiscrepancyRepository(session).list_page(
+                to_discrepancy_filter(filter), to_id_order(order_by), size, keyset
+            )
+        return connection_from_page(page, Discrepancy.from_row, lambda r: r.id, after is not None)
+
+    @strawberry.field(description="Behavioral test results matching a filter.")
+    async def behavioral_tests(
+        self,
+        info: Info,
+        filter: BehavioralTestFilterInput | None = None,
+        order_by: IdOrderInput | None = None,
+        first: First = 20,
+        after: After = None,
+    ) -> Connection[BehavioralTestResult]:
+        size, keyset = page_args(first, after)
+        async with info.context.db.read_session() as session:
+            page = await BehavioralTestRepository(session).list_page(
+                to_behavioral_filter(filter), to_id_order(order_by), size, keyset
+            )
+        return connection_from_page(
+            page, BehavioralTestResult.from_row, lambda r: r.id, after is not None
+        )
+
+    @strawberry.field(
+        description="Stored metric rollups of a period kind, oldest first (at most 1000)."
+    )
+    async def metrics(
+        self,
+        info: Info,
+        period: MetricPeriod,
+        from_: Annotated[
+            datetime | None,
+            strawberry.argument(name="from", description="Periods starting at or after this."),
+        ] = None,
+        to: Annotated[
+            datetime | None, strawberry.argument(description="Periods starting before this.")
+        ] = None,
+    ) -> list[ValidationMetric]:
+        for name, value in (("from", from_), ("to", to)):
+            if value is not None and value.tzinfo is None:
+                raise BadUserInput(ValidationFailed(name, "must include a timezone offset"))
+        async with info.context.db.read_session() as session:
+            rows = await MetricRepository(session).list_period(period, from_, to)
+        return [ValidationMetric.from_row(r) for r in rows]

@@ -1,0 +1,1 @@
+"""GraphQL object types; separate from the tables, built with from_row()."""
