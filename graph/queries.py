@@ -44,7 +44,11 @@ Info = strawberry.Info[Context, None]
 )
 class Query:
     @strawberry.field(description="Any object by its global ID; null if it does not exist.")
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="Global ID.")],
+    ) -> Node | None:
         try:
             type_name, db_id = from_global_id(id)
         except ValidationFailed as error:
@@ -65,7 +69,11 @@ class Query:
         return None  # metrics are listed by period, not addressed one by one
 
     @strawberry.field(description="A session by its requestId (natural key); null if unknown.")
-    async def session(self, info: Info, request_id: str) -> ValidationSession | None:
+    async def session(
+        self,
+        info: Info,
+        request_id: Annotated[str, strawberry.argument(description="The session's requestId.")],
+    ) -> ValidationSession | None:
         row = await info.context.loaders.session_by_request_id.load(request_id)
         return None if row is None else ValidationSession.from_row(row)
 
@@ -73,8 +81,14 @@ class Query:
     async def sessions(
         self,
         info: Info,
-        filter: SessionFilterInput | None = None,
-        order_by: SessionOrderInput | None = None,
+        filter: Annotated[
+            SessionFilterInput | None,
+            strawberry.argument(description="Conditions sessions must meet."),
+        ] = None,
+        order_by: Annotated[
+            SessionOrderInput | None,
+            strawberry.argument(description="Sort order (default newest first)."),
+        ] = None,
         first: First = 20,
         after: After = None,
     ) -> Connection[ValidationSession]:
@@ -95,8 +109,14 @@ class Query:
     async def discrepancies(
         self,
         info: Info,
-        filter: DiscrepancyFilterInput | None = None,
-        order_by: IdOrderInput | None = None,
+        filter: Annotated[
+            DiscrepancyFilterInput | None,
+            strawberry.argument(description="Conditions discrepancies must meet."),
+        ] = None,
+        order_by: Annotated[
+            IdOrderInput | None,
+            strawberry.argument(description="Sort order (default oldest first)."),
+        ] = None,
         first: First = 20,
         after: After = None,
     ) -> Connection[Discrepancy]:
@@ -111,8 +131,14 @@ class Query:
     async def behavioral_tests(
         self,
         info: Info,
-        filter: BehavioralTestFilterInput | None = None,
-        order_by: IdOrderInput | None = None,
+        filter: Annotated[
+            BehavioralTestFilterInput | None,
+            strawberry.argument(description="Conditions tests must meet."),
+        ] = None,
+        order_by: Annotated[
+            IdOrderInput | None,
+            strawberry.argument(description="Sort order (default oldest first)."),
+        ] = None,
         first: First = 20,
         after: After = None,
     ) -> Connection[BehavioralTestResult]:
@@ -131,7 +157,10 @@ class Query:
     async def metrics(
         self,
         info: Info,
-        period: MetricPeriod,
+        period: Annotated[
+            MetricPeriod,
+            strawberry.argument(description="Which rollups: daily, weekly or monthly."),
+        ],
         from_: Annotated[
             datetime | None,
             strawberry.argument(name="from", description="Periods starting at or after this."),

@@ -86,7 +86,10 @@ class ValidationSession(Node, FromRow):
     async def discrepancies(
         self,
         info: Info,
-        filter: DiscrepancyFilterInput | None = None,
+        filter: Annotated[
+            DiscrepancyFilterInput | None,
+            strawberry.argument(description="Conditions discrepancies must meet."),
+        ] = None,
         first: First = 20,
         after: After = None,
     ) -> Connection[DiscrepancyRef]:
