@@ -74,7 +74,9 @@ class BadUserInput(GraphQLError):
 
 class ServiceUnavailableError(GraphQLError):
     def __init__(self, error: domain.ServiceUnavailable) -> None:
-        super().__init__(error.message, extensions={"code": error.code, "retryable": True})
+        # A commit whose outcome is unknown must not be blindly retried (ADR 0003).
+        retryable = not isinstance(error, domain.CommitOutcomeUnknown)
+        super().__init__(error.message, extensions={"code": error.code, "retryable": retryable})
 
 
 def as_graphql_error(error: domain.MigvalError) -> GraphQLError:

@@ -150,7 +150,9 @@ class DatabaseManager:
                 await session.execute(sa.text("SELECT 1"))
                 latency = (time.perf_counter() - started) * 1000
                 revision = await current_revision(session)
-        except (TimeoutError, exc.SQLAlchemyError, OSError) as error:
+        except Exception as error:
+            # Includes driver errors raised while connecting (unknown database, bad
+            # password) that SQLAlchemy does not wrap.
             reason = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
             return HealthStatus(False, self.dialect, None, None, head, False, reason)
         at_head = revision == head

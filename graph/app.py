@@ -1,0 +1,95 @@
+"""The ASGI application: ``create_app()`` is the factory uvicorn calls.
+
+Nothing touches the database at import time or in ``create_app()``: the engine is
+created in the lifespan (``app.state.db``) and disposed at shutdown.
+
+Routes:
+- ``GET /healthz``: liveness, 200 while the process runs; never touches the database.
+- ``GET /readyz``: readiness, 200 when the database answers and its schema is at the
+  migration head, 503 otherwise (with a ``reason``).
+- ``/graphql``: the GraphQL endpoint (GraphiQL in a browser), built by ``graph.schema``.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from graph.schema import build_graphql_app
+from persistence.database import DatabaseManager, HealthStatus
+
+log = logging.getLogger(__name__)
+
+READINESS_TIMEOUT_S = 2.0
+
+
+def create_app() -> Starlette:
+    """Build the application (uvicorn: ``graph.app:create_app`` with ``factory=True``)."""
+    return Starlette(
+        routes=[
+            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/readyz", _readyz, methods=["GET"]),
+            Route("/graphql", _GraphQLEndpoint()),
+        ],
+        lifespan=_lifespan,
+    )
+
+
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    db = DatabaseManager.from_env()
+    app.state.db = db
+    try:
+        app.state.graphql = build_graphql_app(db)
+        yield
+    finally:
+        await db.dispose()
+
+
+class _GraphQLEndpoint:
+    """Forwards /graphql to the GraphQL app the lifespan built (it needs the database
+    manager, which does not exist before startup)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        graphql: ASGIApp = scope["app"].state.graphql
+        await graphql(scope, receive, send)
+
+
+async def _healthz(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> JSONResponse:
+    db: DatabaseManager = request.app.state.db
+    health = await db.health(timeout_s=READINESS_TIMEOUT_S)
+    return JSONResponse(_readiness_body(health), status_code=200 if health.ok else 503)
+
+
+def _readiness_body(health: HealthStatus) -> dict[str, Any]:
+    return {
+        "status": "ok" if health.ok else "unavailable",
+        "dialect": health.dialect,
+        "schema_revision": health.schema_revision,
+        "head_revision": health.head_revision,
+        "latency_ms": None if health.latency_ms is None else round(health.latency_ms, 3),
+        "reason": _not_ready_reason(health),
+    }
+
+
+def _not_ready_reason(health: HealthStatus) -> str | None:
+    if health.ok:
+        return None
+    if health.error is not None:
+        return f"database unreachable ({health.error})"
+    if health.schema_revision is None:
+        return "database not migrated: run `migval db migrate`"
+    return (
+        f"schema at revision {health.schema_revision}, expected {health.head_revision}: "
+        "run `migval db migrate`"
+    )
