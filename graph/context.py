@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from graph.loaders import Loaders
+from persistence.actor import SYSTEM, Actor
 from persistence.database import DatabaseManager
 
 
@@ -15,6 +16,8 @@ class Context:
     request_id: str
     request: Request | None = None
     response: Response | None = None
+    # Who is asking; graph.schema sets it from the Authorization header.
+    actor: Actor = SYSTEM
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

@@ -90,3 +90,14 @@ ALLOWED_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
     SessionStatus.FAILED: frozenset(),
     SessionStatus.CANCELLED: frozenset(),
 }
+
+
+class Role(StrEnum):
+    """API token roles, each including the ones before it."""
+
+    VIEWER = "viewer"
+    WRITER = "writer"
+    ADMIN = "admin"
+
+
+ROLE_RANK: dict[Role, int] = {Role.VIEWER: 1, Role.WRITER: 2, Role.ADMIN: 3}

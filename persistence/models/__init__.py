@@ -1,5 +1,7 @@
 """The five tables of the data model (see docs/decisions for departures from the design)."""
 
+from persistence.models.api_token import ApiToken
+from persistence.models.audit_log import AuditLogEntry
 from persistence.models.base import metadata
 from persistence.models.behavioral_test_result import BehavioralTestResult
 from persistence.models.validation_discrepancy import ValidationDiscrepancy
@@ -8,6 +10,8 @@ from persistence.models.validation_result import ValidationResult
 from persistence.models.validation_session import ValidationSession
 
 __all__ = [
+    "ApiToken",
+    "AuditLogEntry",
     "BehavioralTestResult",
     "ValidationDiscrepancy",
     "ValidationMetric",
