@@ -4,6 +4,7 @@ of these; a test walks the schema to keep it so."""
 from typing import Any, ClassVar
 
 import strawberry
+from graphql import GraphQLErrorExtensions
 from strawberry.permission import BasePermission
 
 from graph.context import Context
@@ -15,7 +16,7 @@ class RolePermission(BasePermission):
 
     role: ClassVar[Role]
     message = "FORBIDDEN"
-    error_extensions: ClassVar[dict[str, Any]] = {"code": "FORBIDDEN"}
+    error_extensions: GraphQLErrorExtensions | None = {"code": "FORBIDDEN"}  # noqa: RUF012
 
     def has_permission(
         self, source: Any, info: strawberry.Info[Context, None], **kwargs: Any
