@@ -74,7 +74,7 @@ def _enum_checks(table: str, columns: dict[str, str]) -> list[sa.CheckConstraint
     if _is_pg():
         return []
     return [
-        sa.CheckConstraint(_in(col, NATIVE_ENUMS[enum]), name=f"ck_{table}_{col}_valid")
+        sa.CheckConstraint(_in(col, NATIVE_ENUMS[enum]), name=op.f(f"ck_{table}_{col}_valid"))
         for col, enum in columns.items()
     ]
 
@@ -131,9 +131,9 @@ def upgrade() -> None:
         sa.Column("session_metadata", _json()),
         *_timestamps(),
         sa.PrimaryKeyConstraint("id", name="pk_validation_sessions"),
-        sa.CheckConstraint(_in("status", SESSION_STATUS), name="ck_validation_sessions_status_valid"),
-        sa.CheckConstraint("behavioral_timeout IS NULL OR behavioral_timeout > 0", name="ck_validation_sessions_behavioral_timeout_positive"),
-        sa.CheckConstraint("execution_time IS NULL OR execution_time >= 0", name="ck_validation_sessions_execution_time_non_negative"),
+        sa.CheckConstraint(_in("status", SESSION_STATUS), name=op.f("ck_validation_sessions_status_valid")),
+        sa.CheckConstraint("behavioral_timeout IS NULL OR behavioral_timeout > 0", name=op.f("ck_validation_sessions_behavioral_timeout_positive")),
+        sa.CheckConstraint("execution_time IS NULL OR execution_time >= 0", name=op.f("ck_validation_sessions_execution_time_non_negative")),
         *_enum_checks(
             "validation_sessions",
             {
@@ -173,10 +173,10 @@ def upgrade() -> None:
         *_timestamps(),
         sa.PrimaryKeyConstraint("id", name="pk_validation_results"),
         sa.ForeignKeyConstraint(["session_id"], ["validation_sessions.id"], name="fk_validation_results_session_id_validation_sessions", ondelete="CASCADE"),
-        sa.CheckConstraint("fidelity_score >= 0 AND fidelity_score <= 1", name="ck_validation_results_fidelity_score_range"),
-        sa.CheckConstraint(_in("overall_status", OVERALL_STATUS), name="ck_validation_results_overall_status_valid"),
-        sa.CheckConstraint(_in("result_type", RESULT_TYPE), name="ck_validation_results_result_type_valid"),
-        sa.CheckConstraint("execution_time IS NULL OR execution_time >= 0", name="ck_validation_results_execution_time_non_negative"),
+        sa.CheckConstraint("fidelity_score >= 0 AND fidelity_score <= 1", name=op.f("ck_validation_results_fidelity_score_range")),
+        sa.CheckConstraint(_in("overall_status", OVERALL_STATUS), name=op.f("ck_validation_results_overall_status_valid")),
+        sa.CheckConstraint(_in("result_type", RESULT_TYPE), name=op.f("ck_validation_results_result_type_valid")),
+        sa.CheckConstraint("execution_time IS NULL OR execution_time >= 0", name=op.f("ck_validation_results_execution_time_non_negative")),
     )
     op.create_index("ix_validation_results_session_id", "validation_results", ["session_id"])
     op.create_index("ix_validation_results_status_score", "validation_results", ["overall_status", "fidelity_score"])
@@ -205,8 +205,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_validation_discrepancies"),
         sa.ForeignKeyConstraint(["session_id"], ["validation_sessions.id"], name="fk_validation_discrepancies_session_id_validation_sessions", ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["result_id"], ["validation_results.id"], name="fk_validation_discrepancies_result_id_validation_results", ondelete="SET NULL"),
-        sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name="ck_validation_discrepancies_confidence_range"),
-        sa.CheckConstraint("version >= 1", name="ck_validation_discrepancies_version_positive"),
+        sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name=op.f("ck_validation_discrepancies_confidence_range")),
+        sa.CheckConstraint("version >= 1", name=op.f("ck_validation_discrepancies_version_positive")),
         *_enum_checks("validation_discrepancies", {"severity": "severity_level"}),
     )
     op.create_index("ix_validation_discrepancies_session_id", "validation_discrepancies", ["session_id"])
@@ -237,12 +237,12 @@ def upgrade() -> None:
         *_timestamps(),
         sa.PrimaryKeyConstraint("id", name="pk_behavioral_test_results"),
         sa.ForeignKeyConstraint(["session_id"], ["validation_sessions.id"], name="fk_behavioral_test_results_session_id_validation_sessions", ondelete="CASCADE"),
-        sa.CheckConstraint(_in("execution_status", EXECUTION_STATUS), name="ck_behavioral_test_results_execution_status_valid"),
+        sa.CheckConstraint(_in("execution_status", EXECUTION_STATUS), name=op.f("ck_behavioral_test_results_execution_status_valid")),
         sa.CheckConstraint(
             "(source_load_time IS NULL OR source_load_time >= 0)"
             " AND (target_load_time IS NULL OR target_load_time >= 0)"
             " AND (execution_duration IS NULL OR execution_duration >= 0)",
-            name="ck_behavioral_test_results_durations_non_negative",
+            name=op.f("ck_behavioral_test_results_durations_non_negative"),
         ),
     )
     op.create_index("ix_behavioral_test_results_session_id", "behavioral_test_results", ["session_id"])
@@ -274,7 +274,7 @@ def upgrade() -> None:
         *_timestamps(),
         sa.PrimaryKeyConstraint("id", name="pk_validation_metrics"),
         sa.UniqueConstraint("metric_date", "metric_period", name="uq_validation_metrics_metric_date_metric_period"),
-        sa.CheckConstraint(_in("metric_period", METRIC_PERIOD), name="ck_validation_metrics_metric_period_valid"),
+        sa.CheckConstraint(_in("metric_period", METRIC_PERIOD), name=op.f("ck_validation_metrics_metric_period_valid")),
     )
 
     _create_updated_at_triggers()
@@ -285,7 +285,9 @@ def _create_updated_at_triggers() -> None:
     if _is_pg():
         op.execute(
             "CREATE FUNCTION migval_set_updated_at() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN NEW.updated_at = now(); RETURN NEW; END $$"
+            # Only when the statement left updated_at alone, as on SQLite.
+            "$$ BEGIN IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN "
+            "NEW.updated_at = now(); END IF; RETURN NEW; END $$"
         )
         for table in TABLES:
             op.execute(

@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_api_tokens"),
-        sa.CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="ck_api_tokens_role_valid"),
+        sa.CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name=op.f("ck_api_tokens_role_valid")),
     )
     op.create_index("ix_api_tokens_token_hash", "api_tokens", ["token_hash"], unique=True)
     op.create_index("ix_api_tokens_name", "api_tokens", ["name"], unique=True)

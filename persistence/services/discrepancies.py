@@ -61,7 +61,7 @@ class DiscrepancyService:
         async def work(session: AsyncSession) -> list[ValidationDiscrepancy]:
             repo = DiscrepancyRepository(session)
             existing = await repo.existing_ids(unique)
-            for i, did in enumerate(unique):
+            for i, did in enumerate(ids):  # index into the caller's list
                 if did not in existing:
                     raise NotFound(f"ids[{i}]", f"no discrepancy with id {did}")
             await repo.set_resolution(
