@@ -9,10 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import SQLModel
 
+from persistence.errors import ValidationFailed
 from persistence.filters import SortDirection
 from persistence.pagination import Keyset, Page
 
 M = TypeVar("M", bound=SQLModel)
+# Exclusive upper bounds of INTEGER and BIGINT keys.
+_INT_LIMIT = {False: 2**31, True: 2**63}
 K = TypeVar("K", bound=Hashable)
 
 
@@ -24,9 +27,24 @@ def keyset_after(
 ) -> list[sa.ColumnElement[bool]]:
     if after is None:
         return []
+    _check_cursor_fits(after, sort_col, id_col)
     key = sa.tuple_(sort_col, id_col)
     bound = sa.tuple_(sa.literal(after.value, sort_col.type), sa.literal(after.id))
     return [key < bound if direction is SortDirection.DESC else key > bound]
+
+
+def _check_cursor_fits(
+    after: Keyset, sort_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[int]
+) -> None:
+    """A well-formed cursor from another listing (a datetime where an id is sorted,
+    an id out of range) is bad input, not a database error."""
+    for value, column in ((after.value, sort_col), (after.id, id_col)):
+        type_ = column.type
+        expected: type = (type_.impl if isinstance(type_, sa.TypeDecorator) else type_).python_type
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ValidationFailed("after", "is not a valid cursor for this list")
+        if expected is int and not 0 <= value < _INT_LIMIT[isinstance(column.type, sa.BigInteger)]:
+            raise ValidationFailed("after", "is not a valid cursor for this list")
 
 
 def ordering(
@@ -49,15 +67,14 @@ async def keyset_page(
     """One page (first+1 rows to learn has_next) plus the filtered total."""
     id_col: sa.ColumnElement[int] = model.id  # type: ignore[attr-defined]
     total = await session.scalar(sa.select(sa.func.count()).select_from(model).where(*conditions))
-    rows: Sequence[M] = []
-    if first > 0:
-        stmt = (
-            sa.select(model)
-            .where(*conditions, *keyset_after(sort_col, id_col, direction, after))
-            .order_by(*ordering(sort_col, id_col, direction))
-            .limit(first + 1)
-        )
-        rows = (await session.scalars(stmt)).all()
+    # first+1 rows even for first=0: the extra row alone tells whether a next page exists.
+    stmt = (
+        sa.select(model)
+        .where(*conditions, *keyset_after(sort_col, id_col, direction, after))
+        .order_by(*ordering(sort_col, id_col, direction))
+        .limit(first + 1)
+    )
+    rows = (await session.scalars(stmt)).all()
     return Page(items=rows[:first], total_count=total or 0, has_next_page=len(rows) > first)
 
 
