@@ -2,6 +2,7 @@
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -40,10 +41,13 @@ def _check_cursor_fits(
     an id out of range) is bad input, not a database error."""
     for value, column in ((after.value, sort_col), (after.id, id_col)):
         type_ = column.type
-        expected: type = (type_.impl if isinstance(type_, sa.TypeDecorator) else type_).python_type
-        if isinstance(value, bool) or not isinstance(value, expected):
-            raise ValidationFailed("after", "is not a valid cursor for this list")
-        if expected is int and not 0 <= value < _INT_LIMIT[isinstance(column.type, sa.BigInteger)]:
+        base = type_.impl if isinstance(type_, sa.TypeDecorator) else type_
+        if isinstance(base, sa.DateTime):
+            fits = isinstance(value, datetime)
+        else:
+            limit = _INT_LIMIT[isinstance(base, sa.BigInteger)]
+            fits = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < limit
+        if not fits:
             raise ValidationFailed("after", "is not a valid cursor for this list")
 
 
