@@ -23,8 +23,10 @@ PYTEST_ARGS ?=
 # file, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/scratch (.ci/run does this).
 CHECK_DATABASE_URL ?=
 export CHECK_DATABASE_URL
+# Arguments for the benchmark, e.g. make bench BENCH_ARGS='--quick' (bench/README.md).
+BENCH_ARGS ?=
 
-.PHONY: help setup run test lint check-migrations clean
+.PHONY: help setup run test lint check-migrations bench clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -57,6 +59,9 @@ check-migrations: setup ## alembic check on a scratch SQLite db (or CHECK_DATABA
 	export DATABASE_URL="$${CHECK_DATABASE_URL:-sqlite+aiosqlite:///$$scratch/check.db}"; \
 	$(RUN) migval db migrate; \
 	$(RUN) migval db check
+
+bench: setup ## benchmark migval against raw floors on PostgreSQL and SQLite (BENCH_ARGS=)
+	UV="$(UV)" $(RUN) python -m bench $(BENCH_ARGS)
 
 clean: ## remove caches (keeps .venv and the database file)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

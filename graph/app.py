@@ -7,7 +7,8 @@ Routes:
 - ``GET /healthz``: liveness, 200 while the process runs; never touches the database.
 - ``GET /readyz``: readiness, 200 when the database answers and its schema is at the
   migration head, 503 otherwise (with a ``reason``).
-- ``/graphql``: the GraphQL endpoint (GraphiQL in a browser), built by ``graph.schema``.
+- ``/graphql``: the GraphQL endpoint, built by ``graph.schema``: bearer tokens
+  (graph.auth), GraphiQL in a browser in development mode only (graph.settings).
 """
 
 import logging
@@ -16,12 +17,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from graph.limits import LimitSettings, RequestLimits
 from graph.schema import build_graphql_app
+from graph.settings import AppSettings
+from persistence.crypto import KeyRing, configure_encryption
 from persistence.database import DatabaseManager, HealthStatus
 
 log = logging.getLogger(__name__)
@@ -29,27 +34,36 @@ log = logging.getLogger(__name__)
 READINESS_TIMEOUT_S = 2.0
 
 
-def create_app() -> Starlette:
-    """Build the application (uvicorn: ``graph.app:create_app`` with ``factory=True``)."""
-    return Starlette(
+def create_app(settings: AppSettings | None = None) -> Starlette:
+    """Build the application (uvicorn: ``graph.app:create_app`` with ``factory=True``).
+    ``settings`` default to the environment (MIGVAL_ENV, ...; see graph.settings)."""
+    app_settings = settings or AppSettings.from_env()
+    # Keys for the encrypted JSON columns; production without keys refuses to start.
+    configure_encryption(KeyRing.from_env())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = DatabaseManager.from_env()
+        app.state.db = db
+        try:
+            app.state.graphql = build_graphql_app(db, app_settings)
+            yield
+        finally:
+            await db.dispose()
+
+    app = Starlette(
         routes=[
             Route("/healthz", _healthz, methods=["GET"]),
             Route("/readyz", _readyz, methods=["GET"]),
             Route("/graphql", _GraphQLEndpoint()),
         ],
-        lifespan=_lifespan,
+        lifespan=lifespan,
+        # Body size, batches and the request timeout (graph.limits; MIGVAL_* settings).
+        middleware=[Middleware(RequestLimits, settings=LimitSettings.from_env())],
     )
-
-
-@asynccontextmanager
-async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    db = DatabaseManager.from_env()
-    app.state.db = db
-    try:
-        app.state.graphql = build_graphql_app(db)
-        yield
-    finally:
-        await db.dispose()
+    app.state.settings = app_settings
+    log.info("migval in %s mode", app_settings.env.value)
+    return app
 
 
 class _GraphQLEndpoint:

@@ -72,11 +72,17 @@ class BadUserInput(GraphQLError):
         )
 
 
+RETRY_AFTER_S = 1
+
+
 class ServiceUnavailableError(GraphQLError):
     def __init__(self, error: domain.ServiceUnavailable) -> None:
         # A commit whose outcome is unknown must not be blindly retried (ADR 0003).
         retryable = not isinstance(error, domain.CommitOutcomeUnknown)
-        super().__init__(error.message, extensions={"code": error.code, "retryable": retryable})
+        extensions: dict[str, object] = {"code": error.code, "retryable": retryable}
+        if retryable:
+            extensions["retryAfterSeconds"] = RETRY_AFTER_S
+        super().__init__(error.message, extensions=extensions)
 
 
 def as_graphql_error(error: domain.MigvalError) -> GraphQLError:
@@ -89,7 +95,7 @@ class MaskUnexpectedErrors(SchemaExtension):
     """Replace any error that is not a GraphQL-level or deliberate user error with
     'Unexpected error' plus the request id, and log it with its stack."""
 
-    def on_execute(self) -> Iterator[None]:
+    def on_operation(self) -> Iterator[None]:  # parse, validate and execute
         yield
         result = self.execution_context.result
         if result is None or not result.errors:

@@ -9,6 +9,7 @@ import strawberry
 from graph.context import Context
 from graph.errors import BadUserInput
 from graph.ids import from_global_id
+from graph.permissions import IsViewer
 from graph.types.behavioral_test import BehavioralTestResult
 from graph.types.common import Connection, MetricPeriod, Node, connection_from_page
 from graph.types.discrepancy import Discrepancy
@@ -32,9 +33,9 @@ from persistence.errors import ValidationFailed
 from persistence.repositories import (
     BehavioralTestRepository,
     DiscrepancyRepository,
-    MetricRepository,
     SessionRepository,
 )
+from persistence.services.metrics import MetricsService
 
 Info = strawberry.Info[Context, None]
 
@@ -43,7 +44,10 @@ Info = strawberry.Info[Context, None]
     description="Read access to validation sessions, results, discrepancies and metrics."
 )
 class Query:
-    @strawberry.field(description="Any object by its global ID; null if it does not exist.")
+    @strawberry.field(
+        description="Any object by its global ID; null if it does not exist.",
+        permission_classes=[IsViewer],
+    )
     async def node(
         self,
         info: Info,
@@ -68,7 +72,10 @@ class Query:
             return None if test is None else BehavioralTestResult.from_row(test)
         return None  # metrics are listed by period, not addressed one by one
 
-    @strawberry.field(description="A session by its requestId (natural key); null if unknown.")
+    @strawberry.field(
+        description="A session by its requestId (natural key); null if unknown.",
+        permission_classes=[IsViewer],
+    )
     async def session(
         self,
         info: Info,
@@ -77,7 +84,10 @@ class Query:
         row = await info.context.loaders.session_by_request_id.load(request_id)
         return None if row is None else ValidationSession.from_row(row)
 
-    @strawberry.field(description="Sessions matching a filter, newest first by default.")
+    @strawberry.field(
+        description="Sessions matching a filter, newest first by default.",
+        permission_classes=[IsViewer],
+    )
     async def sessions(
         self,
         info: Info,
@@ -105,7 +115,10 @@ class Query:
             after is not None,
         )
 
-    @strawberry.field(description="Discrepancies across sessions matching a filter.")
+    @strawberry.field(
+        description="Discrepancies across sessions matching a filter.",
+        permission_classes=[IsViewer],
+    )
     async def discrepancies(
         self,
         info: Info,
@@ -127,7 +140,10 @@ class Query:
             )
         return connection_from_page(page, Discrepancy.from_row, lambda r: r.id, after is not None)
 
-    @strawberry.field(description="Behavioral test results matching a filter.")
+    @strawberry.field(
+        description="Behavioral test results matching a filter.",
+        permission_classes=[IsViewer],
+    )
     async def behavioral_tests(
         self,
         info: Info,
@@ -152,7 +168,8 @@ class Query:
         )
 
     @strawberry.field(
-        description="Stored metric rollups of a period kind, oldest first (at most 1000)."
+        description="Metrics of a period kind, oldest first (at most 1000): stored rollups of closed periods, then live figures (databaseId 0, never stored) for the open period and closed periods not rolled up yet.",
+        permission_classes=[IsViewer],
     )
     async def metrics(
         self,
@@ -172,6 +189,7 @@ class Query:
         for name, value in (("from", from_), ("to", to)):
             if value is not None and value.tzinfo is None:
                 raise BadUserInput(ValidationFailed(name, "must include a timezone offset"))
-        async with info.context.db.read_session() as session:
-            rows = await MetricRepository(session).list_period(period, from_, to)
+        # Stored rollups of closed periods plus live figures from the open period (and
+        # closed ones not rolled up yet) on; live rows have databaseId 0.
+        rows = await MetricsService(info.context.db).list_metrics(period, from_, to)
         return [ValidationMetric.from_row(r) for r in rows]

@@ -1,5 +1,6 @@
 """The schema and its ASGI app (mounted at /graphql by graph.app)."""
 
+import functools
 import re
 import uuid
 from typing import Any
@@ -8,24 +9,38 @@ import strawberry
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.types import ExecutionContext
 
+from graph.audit_queries import AuditQuery
+from graph.auth import Authenticator, RequestRefused, refusal_response
 from graph.context import Context
 from graph.errors import MaskUnexpectedErrors
+from graph.limits import query_limits
 from graph.mutations.discrepancies import DiscrepancyMutations
 from graph.mutations.results import ResultMutations
 from graph.mutations.sessions import SessionMutations
-from graph.queries import Query
+from graph.queries import Query as BaseQuery
+from graph.settings import PRODUCTION_EXTENSIONS, AppSettings
+from graph.stats_queries import StatsQuery
 from graph.types.behavioral_test import BehavioralTestResult
 from graph.types.discrepancy import Discrepancy
 from graph.types.metric import ValidationMetric
 from graph.types.result import ValidationResult
 from graph.types.session import ValidationSession
+from persistence.actor import current_actor, set_actor
 from persistence.database import DatabaseManager
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@strawberry.type(
+    description="Read access to validation sessions, results, discrepancies, metrics and (admins) the audit log."
+)
+class Query(BaseQuery, AuditQuery, StatsQuery):
+    pass
 
 
 @strawberry.type(description="Writes: sessions, results, behavioral tests, discrepancy resolution.")
@@ -42,41 +57,90 @@ class MigvalSchema(strawberry.Schema):
         return
 
 
+# Types reached only through the Node interface (production_schema() uses them too).
+NODE_TYPES = [
+    ValidationSession,
+    ValidationResult,
+    Discrepancy,
+    BehavioralTestResult,
+    ValidationMetric,
+]
+
 schema = MigvalSchema(
     query=Query,
     mutation=Mutation,
-    types=[
-        ValidationSession,
-        ValidationResult,
-        Discrepancy,
-        BehavioralTestResult,
-        ValidationMetric,
-    ],
-    extensions=[MaskUnexpectedErrors],
+    types=NODE_TYPES,
+    extensions=[MaskUnexpectedErrors, query_limits()],
 )
 
 
-class MigvalGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI app with a fresh Context (loaders, request id) per request."""
+@functools.cache
+def production_schema() -> MigvalSchema:
+    """``schema`` as production serves it: the same types, config and extensions, plus
+    no introspection and no "Did you mean ...?" hints (graph.settings)."""
+    return MigvalSchema(
+        query=Query,
+        mutation=Mutation,
+        types=NODE_TYPES,
+        extensions=[*schema.extensions, *PRODUCTION_EXTENSIONS],
+        config=schema.config,
+    )
 
-    def __init__(self, db: DatabaseManager, **kwargs: Any) -> None:
-        super().__init__(schema, **kwargs)
+
+class MigvalGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI app with a fresh Context (actor, loaders, request id) per
+    request; requests the Authenticator refuses get HTTP 401 (503 when the token
+    cannot be checked), with a GraphQL-shaped body."""
+
+    def __init__(
+        self, db: DatabaseManager, settings: AppSettings | None = None, **kwargs: Any
+    ) -> None:
+        self.settings = settings or AppSettings()
+        super().__init__(production_schema() if self.settings.production else schema, **kwargs)
         self.db = db
+        self.authenticator = Authenticator(db, self.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no subscriptions: nothing is served over one
+            await WebSocket(scope, receive, send).close(code=1008)
+            return
+        previous = current_actor()
+        try:
+            await super().__call__(scope, receive, send)
+        except RequestRefused as error:  # raised by get_context, before any response
+            await refusal_response(error)(scope, receive, send)
+        finally:
+            set_actor(previous)  # the actor is the request's only
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         supplied = request.headers.get("x-request-id", "")
         request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
-        if isinstance(response, Response):
-            response.headers["X-Request-ID"] = request_id
+        sub_response = response if isinstance(response, Response) else None
+        if sub_response is not None:
+            sub_response.headers["X-Request-ID"] = request_id
+        try:
+            actor = await self.authenticator.actor_for(request, request_id, sub_response)
+        except RequestRefused as error:
+            error.request_id = request_id
+            raise
+        set_actor(actor)  # services read it (audit trail)
         return Context(
             db=self.db,
             request_id=request_id,
             request=request if isinstance(request, Request) else None,
-            response=response if isinstance(response, Response) else None,
+            response=sub_response,
+            actor=actor,
         )
 
 
-def build_graphql_app(db: DatabaseManager) -> MigvalGraphQL:
-    return MigvalGraphQL(db, graphql_ide="graphiql", allow_queries_via_get=False)
+def build_graphql_app(db: DatabaseManager, settings: AppSettings | None = None) -> MigvalGraphQL:
+    """The GraphQL app for ``settings`` (default: development, anonymous admin)."""
+    settings = settings or AppSettings()
+    return MigvalGraphQL(
+        db,
+        settings,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        allow_queries_via_get=False,
+    )

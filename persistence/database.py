@@ -80,10 +80,23 @@ class DatabaseManager:
         options: dict[str, Any] = (
             {_NO_BEGIN: True} if self.dialect == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
         )
-        async with self.engine.connect() as raw:
+        raw = self.engine.connect()
+        try:
+            await raw.start()
+        except exc.TimeoutError as error:
+            raise ServiceUnavailable(
+                "database", "no database connection available (pool exhausted)"
+            ) from error
+        except (exc.DBAPIError, OSError, ConnectionError) as error:
+            if classify(error) == "fatal":
+                raise
+            raise ServiceUnavailable("database", "database unavailable; retry later") from error
+        try:
             conn = await raw.execution_options(**options)
             async with AsyncSession(bind=conn, expire_on_commit=False) as session:
                 yield session
+        finally:
+            await raw.close()
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:

@@ -10,7 +10,7 @@ import strawberry
 from graph.context import Context
 from graph.errors import UserError, user_error
 from graph.ids import expect_global_id
-from persistence.errors import MigvalError, NotFound, ValidationFailed
+from persistence.errors import MigvalError, NotFound, ServiceUnavailable, ValidationFailed
 
 T = TypeVar("T")
 
@@ -19,6 +19,9 @@ async def attempt(call: Awaitable[T]) -> tuple[T | None, list[UserError]]:
     """Await a service call; expected failures become UserErrors (nothing written)."""
     try:
         return await call, []
+    except ServiceUnavailable:
+        # Not the caller's input: a top-level, retryable error (ADR 0003).
+        raise
     except MigvalError as error:
         return None, [user_error(error)]
 

@@ -6,6 +6,7 @@ from graph.context import Context
 from graph.errors import UserError
 from graph.ids import expect_global_id
 from graph.mutations.common import attempt
+from graph.permissions import IsWriter
 from graph.types.common import optional as _f
 from graph.types.discrepancy import Discrepancy
 from persistence.models import ValidationDiscrepancy
@@ -57,7 +58,7 @@ class ResolveDiscrepanciesPayload:
 
 @strawberry.type
 class DiscrepancyMutations:
-    @strawberry.mutation(description="Mark a discrepancy resolved.")
+    @strawberry.mutation(description="Mark a discrepancy resolved.", permission_classes=[IsWriter])
     async def resolve_discrepancy(
         self, info: Info, input: ResolveDiscrepancyInput
     ) -> DiscrepancyPayload:
@@ -69,7 +70,9 @@ class DiscrepancyMutations:
 
         return _payload(*await attempt(run()))
 
-    @strawberry.mutation(description="Mark a discrepancy unresolved again.")
+    @strawberry.mutation(
+        description="Mark a discrepancy unresolved again.", permission_classes=[IsWriter]
+    )
     async def reopen_discrepancy(
         self, info: Info, input: ReopenDiscrepancyInput
     ) -> DiscrepancyPayload:
@@ -81,7 +84,9 @@ class DiscrepancyMutations:
 
         return _payload(*await attempt(run()))
 
-    @strawberry.mutation(description="Resolve many discrepancies in one transaction.")
+    @strawberry.mutation(
+        description="Resolve many discrepancies in one transaction.", permission_classes=[IsWriter]
+    )
     async def resolve_discrepancies(
         self, info: Info, input: ResolveDiscrepanciesInput
     ) -> ResolveDiscrepanciesPayload:

@@ -5,6 +5,7 @@ import strawberry
 from graph.context import Context
 from graph.errors import UserError
 from graph.mutations.common import attempt, input_values, session_db_id
+from graph.permissions import IsWriter
 from graph.types.behavioral_test import BehavioralTestResult
 from graph.types.common import (
     JSON,
@@ -96,7 +97,10 @@ _SESSION_REF = frozenset({"session_id", "request_id"})
 
 @strawberry.type
 class ResultMutations:
-    @strawberry.mutation(description="Record a result and its discrepancies, all or nothing.")
+    @strawberry.mutation(
+        description="Record a result and its discrepancies, all or nothing.",
+        permission_classes=[IsWriter],
+    )
     async def record_validation_result(
         self, info: Info, input: RecordValidationResultInput
     ) -> RecordValidationResultPayload:
@@ -110,7 +114,10 @@ class ResultMutations:
         result = None if row is None else ValidationResult.from_row(row)
         return RecordValidationResultPayload(result=result, errors=errors)
 
-    @strawberry.mutation(description="Record behavioral test results, all or nothing.")
+    @strawberry.mutation(
+        description="Record behavioral test results, all or nothing.",
+        permission_classes=[IsWriter],
+    )
     async def record_behavioral_test_results(
         self, info: Info, input: RecordBehavioralTestResultsInput
     ) -> RecordBehavioralTestResultsPayload:

@@ -6,6 +6,7 @@ from graph.context import Context
 from graph.errors import UserError
 from graph.ids import to_global_id
 from graph.mutations.common import attempt, input_values, session_db_id
+from graph.permissions import IsAdmin, IsWriter
 from graph.types.common import (
     JSON,
     InputType,
@@ -91,7 +92,10 @@ class DeleteSessionPayload:
 
 @strawberry.type
 class SessionMutations:
-    @strawberry.mutation(description="Create a validation session; idempotent on requestId.")
+    @strawberry.mutation(
+        description="Create a validation session; idempotent on requestId.",
+        permission_classes=[IsWriter],
+    )
     async def create_validation_session(
         self, info: Info, input: CreateValidationSessionInput
     ) -> CreateValidationSessionPayload:
@@ -103,7 +107,8 @@ class SessionMutations:
         )
 
     @strawberry.mutation(
-        description="Change a session's status: PENDING -> PROCESSING -> COMPLETED | FAILED, or CANCELLED."
+        description="Change a session's status: PENDING -> PROCESSING -> COMPLETED | FAILED, or CANCELLED.",
+        permission_classes=[IsWriter],
     )
     async def update_session_status(
         self, info: Info, input: UpdateSessionStatusInput
@@ -116,7 +121,10 @@ class SessionMutations:
         session = None if row is None else ValidationSession.from_row(row)
         return UpdateSessionStatusPayload(session=session, errors=errors)
 
-    @strawberry.mutation(description="Delete a session and everything recorded for it.")
+    @strawberry.mutation(
+        description="Delete a session and everything recorded for it.",
+        permission_classes=[IsAdmin],
+    )
     async def delete_session(self, info: Info, input: DeleteSessionInput) -> DeleteSessionPayload:
         async def run() -> int:
             sid = await session_db_id(info.context, input.session_id, input.request_id)

@@ -5,7 +5,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
+from persistence.crypto import BEHAVIORAL_TESTS as SEALED
+from persistence.crypto import check_sealable, current_keyring
 from persistence.filters import BehavioralTestFilter, IdOrder
 from persistence.models import BehavioralTestResult
 from persistence.pagination import Keyset, Page
@@ -19,15 +22,51 @@ class BehavioralTestRepository:
         self.session = session
 
     async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> list[BehavioralTestResult]:
+        """Insert the rows (in the caller's transaction); returned objects carry
+        plaintext. Sealed columns are bound to the row id, unknown before the INSERT:
+        the row goes in without them, then one UPDATE stores their ciphertext."""
         if not rows:
             return []
+        keyring = current_keyring()
         # One INSERT ... RETURNING per row keeps ids in input order on both dialects
         # (behavioral batches are small; discrepancies use bulk_insert).
         out = []
-        for row in rows:
-            stmt = sa.insert(B).values(**row).returning(B)
-            out.append((await self.session.scalars(stmt)).one())
+        for i, row in enumerate(rows):
+            secret = {c: row[c] for c in SEALED.columns if row.get(c) is not None}
+            for column, value in secret.items():  # reject reserved input before writing
+                check_sealable(value, f"tests[{i}].{column}")
+            plain = row if keyring is None else {k: v for k, v in row.items() if k not in secret}
+            stmt = sa.insert(B).values(**plain).returning(B)
+            stored = (await self.session.scalars(stmt)).one()
+            if keyring is not None and secret:
+                row_id = stored.id
+                if row_id is None:  # pragma: no cover - RETURNING always gives the id
+                    raise AssertionError("INSERT ... RETURNING gave no id")
+                sealed = {c: SEALED.seal(c, row_id, v, keyring) for c, v in secret.items()}
+                await self.write_sealed(row_id, sealed)
+                for column, value in secret.items():
+                    set_committed_value(stored, column, value)
+            out.append(stored)
         return out
+
+    async def sealed_batch(self, after_id: int, limit: int) -> Sequence[sa.Row[Any]]:
+        """Raw stored (id, row_key, sealed columns) of up to ``limit`` rows with id >
+        ``after_id``, in id order, locked for update (key rotation). row_key is the id
+        again: the value ciphertexts are bound to."""
+        cols = [_c("id"), _c("id").label("row_key"), *(_c(name) for name in SEALED.columns)]
+        stmt = (
+            sa.select(*cols)
+            .where(_c("id") > after_id)
+            .order_by(_c("id"))
+            .limit(limit)
+            .with_for_update()
+        )
+        return (await self.session.execute(stmt)).all()
+
+    async def write_sealed(self, test_id: int, values: Mapping[str, Any]) -> None:
+        """Store already-sealed column values as they are."""
+        table = B.__table__  # type: ignore[attr-defined]
+        await self.session.execute(sa.update(table).where(table.c.id == test_id).values(values))
 
     async def list_by_ids(self, ids: Sequence[int]) -> list[BehavioralTestResult | None]:
         rows = await self.session.scalars(sa.select(B).where(_c("id").in_(ids)))

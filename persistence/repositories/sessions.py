@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from persistence.crypto import SESSIONS as SEALED
 from persistence.enums import SessionStatus
 from persistence.filters import SessionFilter, SessionOrder, SessionSortField
 from persistence.models import ValidationResult, ValidationSession
@@ -39,11 +40,13 @@ class SessionRepository:
 
     async def insert_if_absent(self, values: Mapping[str, Any]) -> ValidationSession | None:
         """INSERT ... ON CONFLICT (request_id) DO NOTHING; None when it already existed.
-        Race-free idempotency: concurrent creators never see a unique violation."""
+        Race-free idempotency: concurrent creators never see a unique violation.
+        Sealed columns are encrypted bound to request_id; the returned row (like every
+        loaded one) carries their plaintext."""
         insert = postgresql.insert if dialect_name(self.session) == "postgresql" else sqlite.insert
         stmt = (
             insert(S)
-            .values(**values)
+            .values(**SEALED.seal_values(values))
             .on_conflict_do_nothing(index_elements=["request_id"])
             .returning(S)
         )
@@ -74,6 +77,25 @@ class SessionRepository:
         stmt = sa.update(S).where(_c("id").in_(session_ids)).values(status=status)
         result = await self.session.execute(stmt)
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def sealed_batch(self, after_id: int, limit: int) -> Sequence[sa.Row[Any]]:
+        """Raw stored (id, row_key, sealed columns) of up to ``limit`` rows with id >
+        ``after_id``, in id order, locked for update (key rotation). row_key is the
+        request_id, the value ciphertexts are bound to."""
+        cols = [_c("id"), _c("request_id").label("row_key"), *(_c(n) for n in SEALED.columns)]
+        stmt = (
+            sa.select(*cols)
+            .where(_c("id") > after_id)
+            .order_by(_c("id"))
+            .limit(limit)
+            .with_for_update()
+        )
+        return (await self.session.execute(stmt)).all()
+
+    async def write_sealed(self, session_id: int, values: Mapping[str, Any]) -> None:
+        """Store already-sealed column values as they are (key rotation)."""
+        table = S.__table__  # type: ignore[attr-defined]
+        await self.session.execute(sa.update(table).where(table.c.id == session_id).values(values))
 
     async def delete(self, session_id: int) -> bool:
         """Children go with it (ON DELETE CASCADE)."""

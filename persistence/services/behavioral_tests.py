@@ -5,10 +5,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from persistence.audit import AuditOperation, EntityType, audit_entry
 from persistence.database import DatabaseManager
 from persistence.errors import NotFound, ValidationFailed
 from persistence.models import BehavioralTestResult
 from persistence.repositories import BehavioralTestRepository, SessionRepository
+from persistence.repositories.audit import AuditRepository
 from persistence.validation import check_row
 
 TABLE = BehavioralTestResult.__table__  # type: ignore[attr-defined]
@@ -22,7 +24,8 @@ class BehavioralTestService:
     async def record(
         self, session_id: int, tests: Sequence[Mapping[str, Any]]
     ) -> list[BehavioralTestResult]:
-        """Store all of ``tests`` for the session, or none of them."""
+        """Store all of ``tests`` for the session, or none of them, with one audit
+        entry in the same transaction."""
         if not tests:
             raise ValidationFailed("tests", "must contain at least one test result")
         if len(tests) > MAX_TESTS:
@@ -36,6 +39,19 @@ class BehavioralTestService:
         async def work(session: AsyncSession) -> list[BehavioralTestResult]:
             if await SessionRepository(session).get(session_id) is None:
                 raise NotFound("session_id", f"no session with id {session_id}")
-            return await BehavioralTestRepository(session).add_many(rows)
+            stored = await BehavioralTestRepository(session).add_many(rows)
+            # One entry for the batch: which session, how many, which ids (the rows
+            # themselves carry URLs and interaction logs; they stay out of the log).
+            await AuditRepository(session).append(
+                audit_entry(
+                    AuditOperation.RECORD_BEHAVIORAL_TESTS, EntityType.BEHAVIORAL_TEST, None,
+                    after={
+                        "session_id": session_id,
+                        "count": len(stored),
+                        "ids": [row.id for row in stored],
+                    },
+                )
+            )
+            return stored
 
         return await self.db.run_write(work)

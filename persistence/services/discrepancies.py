@@ -1,18 +1,30 @@
-"""Resolving and reopening discrepancies, with optimistic concurrency."""
+"""Resolving and reopening discrepancies, with optimistic concurrency.
+
+Each change appends its audit_log entry in the same transaction (persistence.audit):
+the resolution fields and version before and after; one entry per resolve_many call
+(ids and count). A resolve_many that changes nothing (all already resolved) appends
+none.
+"""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from persistence.audit import AuditOperation, EntityType, audit_entry, snapshot
 from persistence.database import DatabaseManager
 from persistence.errors import NotFound, StaleVersion, ValidationFailed
 from persistence.models import ValidationDiscrepancy
 from persistence.repositories import DiscrepancyRepository
+from persistence.repositories.audit import AuditRepository
 from persistence.validation import check_value
 
 TABLE = ValidationDiscrepancy.__table__  # type: ignore[attr-defined]
 MAX_BATCH = 1_000
+# What the audit entry of a resolve or reopen shows of the row, before and after.
+RESOLUTION_FIELDS = ("is_resolved", "resolved_by", "resolution_notes", "resolved_at", "version")
+# Compare-and-set attempts (on version) before giving up on a racing writer.
+_CAS_ATTEMPTS = 10
 
 
 class DiscrepancyService:
@@ -30,7 +42,8 @@ class DiscrepancyService:
         change since the caller read the row raises StaleVersion."""
         _check_resolver(resolved_by, notes)
         return await self._set(
-            discrepancy_id, True, resolved_by, notes, datetime.now(UTC), expected_version
+            AuditOperation.RESOLVE_DISCREPANCY,
+            discrepancy_id, True, resolved_by, notes, datetime.now(UTC), expected_version,
         )
 
     async def reopen(
@@ -42,9 +55,12 @@ class DiscrepancyService:
     ) -> ValidationDiscrepancy:
         """Mark unresolved again; resolved_by/resolved_at are cleared and the notes
         record who reopened it and why."""
-        _check_resolver(reopened_by, notes)
+        _check_resolver(reopened_by, notes, field="reopened_by")
         reason = f"reopened by {reopened_by}" + (f": {notes}" if notes else "")
-        return await self._set(discrepancy_id, False, None, reason, None, expected_version)
+        return await self._set(
+            AuditOperation.REOPEN_DISCREPANCY,
+            discrepancy_id, False, None, reason, None, expected_version,
+        )
 
     async def resolve_many(
         self, ids: Sequence[int], resolved_by: str, notes: str | None = None
@@ -64,10 +80,28 @@ class DiscrepancyService:
             for i, did in enumerate(ids):  # index into the caller's list
                 if did not in existing:
                     raise NotFound(f"ids[{i}]", f"no discrepancy with id {did}")
-            await repo.set_resolution(
+            at = datetime.now(UTC)
+            changed = await repo.set_resolution(
                 unique, resolved=True, resolved_by=resolved_by, notes=notes,
-                at=datetime.now(UTC), only_if_resolved=False,
+                at=at, only_if_resolved=False,
             )
+            if changed:
+                changed_ids = sorted(row.id for row in changed if row.id is not None)
+                await AuditRepository(session).append(
+                    audit_entry(
+                        AuditOperation.RESOLVE_DISCREPANCIES, EntityType.DISCREPANCY, None,
+                        before={"ids": changed_ids, "is_resolved": False},
+                        after={
+                            "ids": changed_ids,
+                            "count": len(changed_ids),
+                            "requested_count": len(unique),
+                            "is_resolved": True,
+                            "resolved_by": resolved_by,
+                            "resolution_notes": notes,
+                            "resolved_at": at,
+                        },
+                    )
+                )
             rows = await repo.list_by_ids(unique)
             return [row for row in rows if row is not None]
 
@@ -75,6 +109,7 @@ class DiscrepancyService:
 
     async def _set(
         self,
+        operation: AuditOperation,
         discrepancy_id: int,
         resolved: bool,
         resolved_by: str | None,
@@ -87,26 +122,44 @@ class DiscrepancyService:
 
         async def work(session: AsyncSession) -> ValidationDiscrepancy:
             repo = DiscrepancyRepository(session)
-            changed = await repo.set_resolution(
-                [discrepancy_id], resolved=resolved, resolved_by=resolved_by, notes=notes,
-                at=at, expected_version=expected_version,
-            )
-            if changed:
-                return changed[0]
-            current = await repo.get(discrepancy_id)
-            if current is None:
-                raise NotFound("id", f"no discrepancy with id {discrepancy_id}")
+            for _ in range(_CAS_ATTEMPTS):
+                current = await repo.get(discrepancy_id)
+                if current is None:
+                    raise NotFound("id", f"no discrepancy with id {discrepancy_id}")
+                if expected_version is not None and current.version != expected_version:
+                    raise StaleVersion(
+                        "expected_version",
+                        f"discrepancy {discrepancy_id} is at version {current.version}, "
+                        f"not {expected_version}",
+                    )
+                before = snapshot(current, RESOLUTION_FIELDS)
+                version = current.version
+                # Forget the loaded row so RETURNING (or the next read) loads it fresh.
+                session.expunge(current)
+                # Compare-and-set on the version just read: when it wins, ``before`` is
+                # exactly the state it replaced.
+                changed = await repo.set_resolution(
+                    [discrepancy_id], resolved=resolved, resolved_by=resolved_by, notes=notes,
+                    at=at, expected_version=version,
+                )
+                if changed:
+                    await AuditRepository(session).append(
+                        audit_entry(
+                            operation, EntityType.DISCREPANCY, discrepancy_id,
+                            before=before, after=snapshot(changed[0], RESOLUTION_FIELDS),
+                        )
+                    )
+                    return changed[0]
             raise StaleVersion(
                 "expected_version",
-                f"discrepancy {discrepancy_id} is at version {current.version}, "
-                f"not {expected_version}",
+                f"discrepancy {discrepancy_id} is changing concurrently; read it again and retry",
             )
 
         return await self.db.run_write(work)
 
 
-def _check_resolver(who: str, notes: str | None) -> None:
+def _check_resolver(who: str, notes: str | None, field: str = "resolved_by") -> None:
     if not who.strip():
-        raise ValidationFailed("resolved_by", "must not be empty")
-    check_value(TABLE.c.resolved_by, who, "resolved_by")
+        raise ValidationFailed(field, "must not be empty")
+    check_value(TABLE.c.resolved_by, who, field)
     check_value(TABLE.c.resolution_notes, notes, "notes")

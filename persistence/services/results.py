@@ -5,10 +5,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from persistence.audit import AuditOperation, EntityType, audit_entry, snapshot
 from persistence.database import DatabaseManager
 from persistence.errors import NotFound, ValidationFailed
 from persistence.models import ValidationDiscrepancy, ValidationResult
 from persistence.repositories import DiscrepancyRepository, ResultRepository, SessionRepository
+from persistence.repositories.audit import AuditRepository
 from persistence.validation import check_row
 
 RESULT_TABLE = ValidationResult.__table__  # type: ignore[attr-defined]
@@ -31,7 +33,7 @@ class ResultService:
     ) -> ValidationResult:
         """Store a result and up to MAX_DISCREPANCIES discrepancies in one transaction:
         every row is validated before anything is written, and any failure leaves
-        nothing behind."""
+        nothing behind. The audit entry is part of the same transaction."""
         if len(discrepancies) > MAX_DISCREPANCIES:
             raise ValidationFailed(
                 "discrepancies", f"at most {MAX_DISCREPANCIES} per result; got {len(discrepancies)}"
@@ -50,7 +52,15 @@ class ResultService:
             stored = await ResultRepository(session).add(result_row)
             for row in rows:
                 row["result_id"] = stored.id
-            await DiscrepancyRepository(session).bulk_insert(rows)
+            count = await DiscrepancyRepository(session).bulk_insert(rows)
+            # The result as stored and how many discrepancies came with it (not each
+            # of up to 10,000 rows: they are in the database, linked by result_id).
+            await AuditRepository(session).append(
+                audit_entry(
+                    AuditOperation.RECORD_RESULT, EntityType.RESULT, stored.id,
+                    after={**snapshot(stored), "discrepancy_count": count},
+                )
+            )
             return stored
 
         return await self.db.run_write(work)

@@ -1,4 +1,9 @@
-"""Session lifecycle: idempotent create, status transitions, delete."""
+"""Session lifecycle: idempotent create, status transitions, delete.
+
+Each change appends its audit_log entry in the same transaction (persistence.audit);
+a call that changes nothing (an idempotent replay of create, a status it already has)
+appends none.
+"""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -6,17 +11,21 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from persistence.audit import AuditOperation, EntityType, audit_entry, snapshot
 from persistence.database import DatabaseManager
 from persistence.enums import ALLOWED_TRANSITIONS, SessionStatus
-from persistence.errors import Conflict, InvalidTransition, NotFound
+from persistence.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from persistence.models import ValidationSession
 from persistence.repositories import SessionRepository
+from persistence.repositories.audit import AuditRepository
 from persistence.validation import check_row, coerce_enum
 
 TABLE = ValidationSession.__table__  # type: ignore[attr-defined]
 # A new session always starts pending; status moves only through update_status.
 CREATE_DEFAULTS: dict[str, Any] = {"behavioral_timeout": 300}
 NOT_CREATABLE = frozenset({"status"})
+# Compare-and-set attempts of a status change before giving up on a racing writer.
+_CAS_ATTEMPTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +42,19 @@ class SessionService:
         """Create a session, idempotent on request_id: the same payload returns the
         existing session (created=False); a different payload is a Conflict."""
         for key in NOT_CREATABLE & values.keys():
-            raise Conflict(key, "cannot be set on create; use updateSessionStatus")
+            raise ValidationFailed(key, "cannot be set on create; use updateSessionStatus")
         row = {**CREATE_DEFAULTS, **check_row(TABLE, values)}
 
         async def work(session: AsyncSession) -> CreateOutcome:
             repo = SessionRepository(session)
             inserted = await repo.insert_if_absent(row)
             if inserted is not None:
+                await AuditRepository(session).append(
+                    audit_entry(
+                        AuditOperation.CREATE_SESSION, EntityType.SESSION, inserted.id,
+                        after=snapshot(inserted),
+                    )
+                )
                 return CreateOutcome(inserted, created=True)
             existing = await repo.get_by_request_id(row["request_id"])
             if existing is None:  # deleted between the two statements
@@ -50,6 +65,7 @@ class SessionService:
                     "request_id",
                     f"a session with this request_id exists with a different {differing}",
                 )
+            # Idempotent replay: nothing changed, so no audit entry.
             return CreateOutcome(existing, created=False)
 
         return await self.db.run_write(work)
@@ -63,17 +79,33 @@ class SessionService:
 
         async def work(session: AsyncSession) -> ValidationSession:
             repo = SessionRepository(session)
-            updated = await repo.set_status(session_id, target, allowed_from)
-            if updated is not None:
-                return updated
-            current = await repo.get(session_id)
-            if current is None:
-                raise NotFound("id", f"no session with id {session_id}")
-            if current.status == target:
-                return current  # already there: a retried call is harmless
-            raise InvalidTransition(
-                "status", f"cannot change status from {current.status.value} to {target.value}"
-            )
+            for _ in range(_CAS_ATTEMPTS):
+                current = await repo.get(session_id)
+                if current is None:
+                    raise NotFound("session_id", f"no session with id {session_id}")
+                before = current.status
+                if before == target:
+                    return current  # already there: a retried call is harmless, not audited
+                if before not in allowed_from:
+                    raise InvalidTransition(
+                        "status", f"cannot change status from {before.value} to {target.value}"
+                    )
+                # Forget the loaded row so the UPDATE's RETURNING (or the next read)
+                # is loaded fresh rather than answered from the identity map.
+                session.expunge(current)
+                # Compare-and-set on the status just read: when it wins, ``before`` is
+                # exactly what it replaced, even with a concurrent writer.
+                updated = await repo.set_status(session_id, target, [before])
+                if updated is not None:
+                    await AuditRepository(session).append(
+                        audit_entry(
+                            AuditOperation.UPDATE_SESSION_STATUS, EntityType.SESSION, session_id,
+                            before={"status": before.value},
+                            after={"status": updated.status.value},
+                        )
+                    )
+                    return updated
+            raise Conflict("status", "the session's status is changing concurrently; retry")
 
         return await self.db.run_write(work)
 
@@ -81,8 +113,21 @@ class SessionService:
         """Delete a session and, by cascade, its results, discrepancies and tests."""
 
         async def work(session: AsyncSession) -> None:
-            if not await SessionRepository(session).delete(session_id):
-                raise NotFound("id", f"no session with id {session_id}")
+            repo = SessionRepository(session)
+            current = await repo.get(session_id)
+            if current is None:
+                raise NotFound("session_id", f"no session with id {session_id}")
+            before = {
+                **snapshot(current),
+                "child_counts": await AuditRepository(session).session_child_counts(session_id),
+            }
+            if not await repo.delete(session_id):
+                raise NotFound("session_id", f"no session with id {session_id}")
+            await AuditRepository(session).append(
+                audit_entry(
+                    AuditOperation.DELETE_SESSION, EntityType.SESSION, session_id, before=before
+                )
+            )
 
         await self.db.run_write(work)
 

@@ -287,7 +287,7 @@ async def test_same_status_is_a_noop(db: DatabaseManager, status: SessionStatus)
 async def test_status_unknown_session(db: DatabaseManager) -> None:
     with pytest.raises(NotFound) as info:
         await SessionService(db).update_status(424242, SessionStatus.PROCESSING)
-    assert info.value.field == "id"
+    assert info.value.field == "session_id"
 
 
 async def test_status_unknown_value(db: DatabaseManager) -> None:
@@ -340,7 +340,7 @@ async def test_delete_unknown_session(db: DatabaseManager) -> None:
     await new_session(db)
     with pytest.raises(NotFound) as info:
         await SessionService(db).delete(424242)
-    assert info.value.field == "id"
+    assert info.value.field == "session_id"
     assert await count(db, SESSIONS) == 1
 
 

@@ -1,0 +1,89 @@
+"""SQL for audit_log: append inside the caller's transaction, keyset listing.
+
+There is deliberately no update or delete here: the log is append-only (on
+PostgreSQL a trigger enforces it; docs/decisions/0004-audit-log.md).
+"""
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.audit import AuditEntry, AuditLogFilter
+from persistence.filters import SortDirection
+from persistence.models import (
+    AuditLogEntry,
+    BehavioralTestResult,
+    ValidationDiscrepancy,
+    ValidationResult,
+)
+from persistence.pagination import Keyset, Page
+from persistence.repositories.base import keyset_page
+
+A = AuditLogEntry
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def append(self, entry: AuditEntry) -> int:
+        """Insert ``entry`` (redacted by ``AuditEntry.values``) in the caller's
+        transaction; returns its id. One INSERT, no read-back."""
+        stmt = sa.insert(A).values(**entry.values()).returning(_c("id"))
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def list_page(
+        self, filter_: AuditLogFilter, first: int, after: Keyset | None
+    ) -> Page[AuditLogEntry]:
+        """Newest first, keyset on (created_at, id)."""
+        return await keyset_page(
+            self.session, A, audit_conditions(filter_), _c("created_at"), SortDirection.DESC,
+            first, after,
+        )
+
+    async def session_child_counts(self, session_id: int) -> dict[str, int]:
+        """How many results, discrepancies and behavioral tests a session has (the
+        audit snapshot of a delete records what the cascade removes). One statement."""
+
+        def count(model: type[Any]) -> sa.ScalarSelect[int]:
+            table = model.__table__
+            return (
+                sa.select(sa.func.count())
+                .select_from(table)
+                .where(table.c.session_id == session_id)
+                .scalar_subquery()
+            )
+
+        stmt = sa.select(
+            count(ValidationResult).label("results"),
+            count(ValidationDiscrepancy).label("discrepancies"),
+            count(BehavioralTestResult).label("behavioral_tests"),
+        )
+        row = (await self.session.execute(stmt)).one()
+        return {key: int(value) for key, value in row._mapping.items()}
+
+
+def audit_conditions(f: AuditLogFilter) -> list[sa.ColumnElement[bool]]:
+    conds: list[sa.ColumnElement[bool]] = []
+    if f.operations:
+        conds.append(_c("operation").in_(f.operations))
+    if f.entity_type is not None:
+        conds.append(_c("entity_type") == f.entity_type)
+    if f.entity_id is not None:
+        conds.append(_c("entity_id") == f.entity_id)
+    if f.actor_name is not None:
+        conds.append(_c("actor_name") == f.actor_name)
+    if f.actor_token_id is not None:
+        conds.append(_c("actor_token_id") == f.actor_token_id)
+    if f.request_id is not None:
+        conds.append(_c("request_id") == f.request_id)
+    if f.created_from is not None:
+        conds.append(_c("created_at") >= f.created_from)
+    if f.created_to is not None:
+        conds.append(_c("created_at") < f.created_to)
+    return conds
+
+
+def _c(name: str) -> sa.Column[Any]:
+    return A.__table__.c[name]  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,303 @@
+"""SQL statements per GraphQL operation: they depend on the query's depth, never on the
+number of rows (ARCHITECTURE.md, "DataLoaders"). The numbers are pinned.
+
+Every statement the driver executes is recorded with ``before_cursor_execute``; after
+each one, ``after_cursor_execute`` asks the driver connection itself whether the server
+session is inside a transaction (asyncpg: ``is_in_transaction()``, from the protocol's
+ReadyForQuery status; sqlite3: ``in_transaction``). asyncpg opens transactions without
+going through a cursor, so this second check is what proves reads run outside one.
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+
+from persistence.database import DatabaseManager
+from tests.graph.conftest import Gql, Seeded, Seeder, data_of, discrepancy_values, gid
+
+TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.I)
+
+DASHBOARD = """
+{
+  sessions(first: 50) {
+    totalCount
+    edges { node {
+      id requestId
+      results { id fidelityScore }
+      latestResult { id }
+      discrepancies(first: 20) { totalCount edges { node { id severity } } }
+      behavioralTests { id executionStatus }
+    } }
+  }
+}
+"""
+# count + page of sessions, then one batch each: results, latest result, discrepancy
+# pages (window function), behavioral tests.
+DASHBOARD_STATEMENTS = 6
+
+DEEP = """
+{
+  sessions(first: 50) {
+    edges { node {
+      results { session { id } }
+      discrepancies(first: 20) { edges { node { session { id } result { id } } } }
+      behavioralTests { session { latestResult { id } } }
+    } }
+  }
+}
+"""
+# count + page, then one batch each: results, discrepancy pages, behavioral tests,
+# sessions by id (all three branches ask for the same sessions: the loader's cache
+# answers the later ones), results by id, latest result.
+DEEP_STATEMENTS = 8
+
+
+def _driver_in_transaction(conn: Connection) -> bool:
+    driver = conn.connection.driver_connection
+    if hasattr(driver, "is_in_transaction"):  # asyncpg
+        return bool(driver.is_in_transaction())
+    return bool(driver.in_transaction)  # aiosqlite
+
+
+@dataclass
+class StatementLog:
+    texts: list[str] = field(default_factory=list)
+    in_transaction: list[bool] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.texts.clear()
+        self.in_transaction.clear()
+
+    @property
+    def count(self) -> int:
+        return len(self.texts)
+
+    def transaction_control(self) -> list[str]:
+        return [t for t in self.texts if TRANSACTION_CONTROL.match(t)]
+
+    def data_statements(self) -> list[str]:
+        return [t for t in self.texts if not TRANSACTION_CONTROL.match(t)]
+
+    def assert_read_only_autocommit(self) -> None:
+        assert self.transaction_control() == [], self.texts
+        assert all(t.lstrip().upper().startswith("SELECT") for t in self.texts), self.texts
+        assert self.in_transaction == [False] * self.count, self.texts
+
+
+@pytest.fixture
+def statements(db: DatabaseManager) -> Iterator[StatementLog]:
+    log = StatementLog()
+    engine = db.engine.sync_engine
+
+    def before(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        log.texts.append(statement)
+
+    def after(conn: Connection, *_args: Any) -> None:
+        log.in_transaction.append(_driver_in_transaction(conn))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield log
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+
+
+async def _seed_dashboard(seed: Seeder, start: int, stop: int) -> list[Seeded]:
+    return [
+        await seed.full(f"dash-{i:03d}", n_discrepancies=21, n_tests=2) for i in range(start, stop)
+    ]
+
+
+async def _measure(gql: Gql, statements: StatementLog, query: str) -> dict[str, Any]:
+    statements.clear()
+    data = data_of(await gql(query))
+    statements.assert_read_only_autocommit()
+    return data
+
+
+async def test_dashboard_statement_count_does_not_grow_with_rows(
+    gql: Gql, seed: Seeder, statements: StatementLog
+) -> None:
+    await _seed_dashboard(seed, 0, 5)
+    small = await _measure(gql, statements, DASHBOARD)
+    small_count = statements.count
+    small_deep = await _measure(gql, statements, DEEP)
+    small_deep_count = statements.count
+
+    await _seed_dashboard(seed, 5, 50)
+    large = await _measure(gql, statements, DASHBOARD)
+    large_count = statements.count
+    large_texts = list(statements.texts)
+    large_deep = await _measure(gql, statements, DEEP)
+    large_deep_count = statements.count
+
+    # the answers really carry the rows (so the counts are of real work)
+    assert small["sessions"]["totalCount"] == 5
+    assert len(small["sessions"]["edges"]) == 5
+    assert large["sessions"]["totalCount"] == 50
+    assert len(large["sessions"]["edges"]) == 50
+    for edge in large["sessions"]["edges"]:
+        node = edge["node"]
+        assert len(node["results"]) == 1
+        assert node["latestResult"] == {"id": node["results"][0]["id"]}
+        assert node["discrepancies"]["totalCount"] == 21
+        assert len(node["discrepancies"]["edges"]) == 20
+        assert len(node["behavioralTests"]) == 2
+    assert len(large_deep["sessions"]["edges"]) == 50
+    assert len(small_deep["sessions"]["edges"]) == 5
+    deep_node = large_deep["sessions"]["edges"][0]["node"]
+    assert len(deep_node["discrepancies"]["edges"]) == 20
+    assert len(deep_node["behavioralTests"]) == 2
+
+    assert small_count == large_count == DASHBOARD_STATEMENTS, large_texts
+    assert small_deep_count == large_deep_count == DEEP_STATEMENTS
+    # one count and one page for the root connection, no per-row statement
+    assert sum(t.lstrip().lower().startswith("select count(") for t in large_texts) == 1
+    from_sessions = re.compile(r"\sFROM validation_sessions\b", re.I)
+    assert sum(bool(from_sessions.search(t)) for t in large_texts) == 2
+
+
+async def test_node_statement_counts(gql: Gql, seed: Seeder, statements: StatementLog) -> None:
+    s = await seed.full("node", n_discrepancies=3, n_tests=1)
+    discrepancy = gid("Discrepancy", s.discrepancy_ids[0])
+    query = """
+    query($id: ID!) {
+      node(id: $id) { id ... on Discrepancy { session { id } result { id } } }
+    }
+    """
+    statements.clear()
+    node = data_of(await gql(query, {"id": discrepancy}))["node"]
+    statements.assert_read_only_autocommit()
+    assert node == {
+        "id": discrepancy,
+        "session": {"id": s.gid},
+        "result": {"id": gid("ValidationResult", s.result_ids[0])},
+    }
+    assert statements.count == 3  # discrepancy, then its session and result (concurrently)
+
+    statements.clear()
+    session_query = "query($id: ID!) { node(id: $id) { id } }"
+    data_of(await gql(session_query, {"id": s.gid}))
+    statements.assert_read_only_autocommit()
+    assert statements.count == 1
+
+    # a malformed id costs nothing
+    statements.clear()
+    await gql(session_query, {"id": "garbage"})
+    assert statements.count == 0
+
+    statements.clear()
+    by_request = data_of(await gql('{ session(requestId: "node") { id results { id } } }'))
+    statements.assert_read_only_autocommit()
+    assert by_request["session"]["id"] == s.gid
+    assert statements.count == 2
+
+
+CREATE = """
+mutation($input: CreateValidationSessionInput!) {
+  createValidationSession(input: $input) { created session { id } errors { code } }
+}
+"""
+# statements of createValidationSession { session { id } } (a new session)
+CREATE_STATEMENTS = {"sqlite": 3, "postgresql": 2}
+CREATE_INPUT = {
+    "requestId": "counted",
+    "sourceTechnology": "PYTHON_FLASK",
+    "targetTechnology": "JAVA_SPRING",
+    "validationScope": "FULL_SYSTEM",
+    "sourceInputType": "CODE_FILES",
+    "targetInputType": "CODE_FILES",
+}
+
+
+def shape(texts: list[str]) -> list[str]:
+    """Each statement as "VERB table" (e.g. "INSERT audit_log"), for readable pins."""
+    out = []
+    for text in texts:
+        verb = text.split(None, 1)[0].upper()
+        target = re.search(r"\b(?:INTO|FROM|UPDATE)\s+\"?(\w+)", text, re.I)
+        out.append(f"{verb} {target.group(1)}" if target and verb != "BEGIN" else text.strip())
+    return out
+
+
+async def test_create_session_statement_count(
+    gql: Gql, statements: StatementLog, db: DatabaseManager
+) -> None:
+    # SQLite: the write begins with an explicit BEGIN IMMEDIATE (a statement);
+    # PostgreSQL: asyncpg opens the transaction itself (no cursor statement).
+    begin = ["BEGIN IMMEDIATE"] if db.dialect == "sqlite" else []
+
+    statements.clear()
+    payload = data_of(await gql(CREATE, {"input": CREATE_INPUT}))["createValidationSession"]
+    assert payload["created"] is True
+    # INSERT ... ON CONFLICT DO NOTHING RETURNING, then its audit entry; the payload's
+    # session { id } is built from the returned row (no read after the commit)
+    assert shape(statements.texts) == [*begin, "INSERT validation_sessions", "INSERT audit_log"]
+    assert statements.count == CREATE_STATEMENTS[db.dialect]
+    # writes DO run inside a transaction: the in-transaction probe can say yes
+    assert statements.in_transaction == [True] * statements.count
+
+    # the idempotent replay: the INSERT does nothing, one SELECT finds the row, and
+    # nothing changed so nothing is audited
+    statements.clear()
+    again = data_of(await gql(CREATE, {"input": CREATE_INPUT}))["createValidationSession"]
+    assert again == {**payload, "created": False}
+    assert shape(statements.texts) == [
+        *begin,
+        "INSERT validation_sessions",
+        "SELECT validation_sessions",
+    ]
+
+
+RECORD = """
+mutation($input: RecordValidationResultInput!) {
+  recordValidationResult(input: $input) { result { id } errors { code field } }
+}
+"""
+
+
+@pytest.mark.parametrize("n_discrepancies", [1, 300])
+async def test_record_result_statement_count_does_not_grow_with_discrepancies(
+    gql: Gql, seed: Seeder, statements: StatementLog, db: DatabaseManager, n_discrepancies: int
+) -> None:
+    s = await seed.session("rec")
+    items = [
+        {
+            "discrepancyType": d["discrepancy_type"],
+            "severity": "INFO",
+            "description": d["description"],
+        }
+        for d in (discrepancy_values(i) for i in range(n_discrepancies))
+    ]
+    statements.clear()
+    body = await gql(
+        RECORD,
+        {
+            "input": {
+                "sessionId": s.gid,
+                "overallStatus": "APPROVED",
+                "fidelityScore": 0.5,
+                "summary": "ok",
+                "discrepancies": items,
+            }
+        },
+    )
+    payload = data_of(body)["recordValidationResult"]
+    assert payload["errors"] == []
+    # the session exists? + the result + ONE bulk INSERT of all discrepancies + audit
+    assert shape(statements.data_statements()) == [
+        "SELECT validation_sessions",
+        "INSERT validation_results",
+        "INSERT validation_discrepancies",
+        "INSERT audit_log",
+    ]
+    assert statements.transaction_control() == (
+        ["BEGIN IMMEDIATE"] if db.dialect == "sqlite" else []
+    )

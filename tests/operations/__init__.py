@@ -1,0 +1,1 @@
+"""Operations: metric rollups, live metrics and dashboard aggregates."""

@@ -1,0 +1,1 @@
+"""Security: API tokens, roles, modes, and the audit trail, limits and encryption."""
