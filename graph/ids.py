@@ -28,7 +28,8 @@ def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
         db_id = int(raw_id)
     except (binascii.Error, UnicodeError, ValueError):
         raise ValidationFailed(field, "is not a valid ID") from None
-    if type_name not in NODE_TYPES or not 0 < db_id < 2**31:
+    # 0 is the id of computed-on-the-fly rows (live metrics): valid, never found.
+    if type_name not in NODE_TYPES or not 0 <= db_id < 2**31:
         raise ValidationFailed(field, "is not a valid ID")
     return type_name, db_id
 

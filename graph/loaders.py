@@ -15,6 +15,7 @@ from persistence.filters import DiscrepancyFilter, IdOrder
 from persistence.models import (
     BehavioralTestResult,
     ValidationDiscrepancy,
+    ValidationMetric,
     ValidationResult,
     ValidationSession,
 )
@@ -22,6 +23,7 @@ from persistence.pagination import Keyset, Page
 from persistence.repositories import (
     BehavioralTestRepository,
     DiscrepancyRepository,
+    MetricRepository,
     ResultRepository,
     SessionRepository,
 )
@@ -74,6 +76,9 @@ class Loaders:
         )
         self.behavioral_tests_by_session_id: DataLoader[int, list[BehavioralTestResult]] = (
             self._loader(lambda s, keys: tests(s).list_by_session_ids(keys))
+        )
+        self.metric_by_id: DataLoader[int, ValidationMetric | None] = self._loader(
+            lambda s, keys: MetricRepository(s).list_by_ids(keys)
         )
         self.discrepancy_page_by_session: DataLoader[ChildPageKey, Page[ValidationDiscrepancy]] = (
             DataLoader(self._discrepancy_pages)

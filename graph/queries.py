@@ -70,7 +70,10 @@ class Query:
         if type_name == "BehavioralTestResult":
             test = await loaders.behavioral_test_by_id.load(db_id)
             return None if test is None else BehavioralTestResult.from_row(test)
-        return None  # metrics are listed by period, not addressed one by one
+        if type_name == "ValidationMetric":
+            metric = await loaders.metric_by_id.load(db_id)
+            return None if metric is None else ValidationMetric.from_row(metric)
+        return None
 
     @strawberry.field(
         description="A session by its requestId (natural key); null if unknown.",

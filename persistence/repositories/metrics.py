@@ -42,7 +42,7 @@ from persistence.models import (
     ValidationResult,
     ValidationSession,
 )
-from persistence.repositories.base import dialect_name
+from persistence.repositories.base import dialect_name, one_per_key
 from persistence.sqltypes import JSONType, UTCDateTime, utcnow
 
 V = ValidationMetric
@@ -124,6 +124,10 @@ class MetricRepository:
         return dialect_name(self.session)
 
     # ------------------------------------------------------------------ stored rows
+
+    async def list_by_ids(self, ids: Sequence[int]) -> list[ValidationMetric | None]:
+        rows = await self.session.scalars(sa.select(V).where(V.__table__.c.id.in_(ids)))  # type: ignore[attr-defined]
+        return one_per_key(rows, ids, lambda m: m.id)
 
     async def list_period(
         self,
