@@ -167,6 +167,19 @@ def add_db_commands(db_subparsers: Any) -> None:
     legacy.add_argument("--json", action="store_true", help="one JSON report instead of text")
     legacy.set_defaults(handler=_import_legacy)
 
+    rollup = db_subparsers.add_parser(
+        "rollup",
+        help="materialize daily/weekly/monthly metrics of closed periods",
+        description="Compute validation_metrics for every closed day, ISO week and month "
+        "(UTC) overlapping the last DAYS days (or all history with --full) and store the "
+        "rows that are new or changed. Idempotent: a second run writes nothing. The "
+        "current period is computed live by the metrics query, never stored.",
+    )
+    rollup.add_argument("--days", type=_days, default=35, help="recompute window (default 35)")
+    rollup.add_argument("--full", action="store_true", help="recompute every closed period")
+    rollup.add_argument("--json", action="store_true", help="one JSON report instead of text")
+    rollup.set_defaults(handler=_rollup)
+
 
 def add_maintenance_command(top_level_subparsers: Any) -> None:
     """Register ``migval maintenance`` on the top-level subparsers."""
@@ -329,6 +342,23 @@ def _cleanup(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
     else:
         print(report.summary())
+    return EXIT_OK
+
+
+@_guarded
+def _rollup(args: argparse.Namespace) -> int:
+    from persistence.services.metrics import run_rollup  # noqa: PLC0415
+
+    report = _run(lambda db: run_rollup(db, full=args.full, days=args.days))
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK
+    for period in report.periods:
+        print(
+            f"{period.period.value}: {period.computed} periods computed, "
+            f"{period.inserted} inserted, {period.updated} updated, {period.unchanged} unchanged"
+        )
+    print(f"rollup: {report.written} rows written")
     return EXIT_OK
 
 
