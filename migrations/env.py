@@ -3,6 +3,7 @@ DATABASE_URL, so ``alembic upgrade head`` uses the same database as the server."
 
 import asyncio
 import warnings
+from dataclasses import replace
 from logging.config import fileConfig
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import SchemaItem
 
+from persistence.database import postgres_connect_args
 from persistence.models import metadata
 from persistence.settings import DatabaseSettings
 
@@ -66,7 +68,13 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    url = _url()
+    connect_args = {}
+    if not url.startswith("sqlite"):
+        # Same TLS (SSL_MODE, SSL_ROOT_CERT) and session settings as the server.
+        settings = replace(DatabaseSettings.from_env(), url=url)
+        connect_args = postgres_connect_args(settings)
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as connection:
             if engine.dialect.name == "sqlite":

@@ -189,21 +189,18 @@ async def current_revision(session: AsyncSession) -> str | None:
 
 def classify(error: BaseException) -> Transience:
     """Whether running the whole transaction again may succeed."""
-    if isinstance(error, OSError | ConnectionError):
+    if isinstance(error, ssl.SSLError):
+        return "fatal"  # a bad certificate or TLS setup does not heal by retrying
+    if _is_disconnect(error):
         return "retry"
     if not isinstance(error, exc.DBAPIError):
         return "fatal"
-    if _is_disconnect(error):
-        return "retry"
     orig = error.orig
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in _RETRYABLE_SQLSTATES:
-        return "retry"
-    if isinstance(error, exc.OperationalError):
-        text = str(orig).lower()
-        if "database is locked" in text or "database is busy" in text:
-            return "retry"
-    return "fatal"
+    locked = isinstance(error, exc.OperationalError) and any(
+        busy in str(orig).lower() for busy in ("database is locked", "database is busy")
+    )
+    return "retry" if sqlstate in _RETRYABLE_SQLSTATES or locked else "fatal"
 
 
 def _is_disconnect(error: BaseException) -> bool:
@@ -234,14 +231,6 @@ def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
         )
         _install_sqlite_hooks(engine, settings)
         return engine
-    server_settings = {"timezone": "UTC", "application_name": "migval"}
-    if settings.statement_timeout_ms:
-        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
-    connect_args: dict[str, Any] = {
-        "server_settings": server_settings,
-        "ssl": _ssl_context(settings),
-        "timeout": min(settings.pool_timeout, 10.0),
-    }
     return create_async_engine(
         settings.url,
         echo=echo,
@@ -250,8 +239,21 @@ def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
         pool_pre_ping=settings.pool_pre_ping,
         pool_timeout=settings.pool_timeout,
         pool_recycle=settings.pool_recycle,
-        connect_args=connect_args,
+        connect_args=postgres_connect_args(settings),
     )
+
+
+def postgres_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """asyncpg connection arguments (TLS per SSL_MODE, UTC, statement timeout); the
+    migrations connect with the same ones."""
+    server_settings = {"timezone": "UTC", "application_name": "migval"}
+    if settings.statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.statement_timeout_ms)
+    return {
+        "server_settings": server_settings,
+        "ssl": _ssl_context(settings),
+        "timeout": min(settings.pool_timeout, 10.0),
+    }
 
 
 def _ssl_context(settings: DatabaseSettings) -> ssl.SSLContext | bool:

@@ -1,10 +1,14 @@
 """Database settings read from the environment, validated once at start-up."""
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from persistence.errors import ConfigurationError
 
@@ -83,7 +87,57 @@ class DatabaseSettings:
             raise ConfigurationError("SSL_ROOT_CERT", "is required when SSL_MODE=verify-full")
         if settings.ssl_root_cert and not os.path.isfile(settings.ssl_root_cert):
             raise ConfigurationError("SSL_ROOT_CERT", f"file not found: {settings.ssl_root_cert}")
+        _check_production_tls(settings, e)
         return settings
+
+
+def _check_production_tls(settings: DatabaseSettings, env: Mapping[str, str]) -> None:
+    """Production reaches a PostgreSQL server on another machine only over verified TLS
+    (SSL_MODE=verify-full), unless MIGVAL_ALLOW_INSECURE_DB_TLS=1 says otherwise."""
+    if env.get("MIGVAL_ENV", "").strip().lower() != "production":
+        return
+    if settings.dialect != "postgresql" or settings.ssl_mode is SSLMode.VERIFY_FULL:
+        return
+    if _bool(env, "MIGVAL_ALLOW_INSECURE_DB_TLS", default=False):
+        return
+    try:
+        url = make_url(settings.url)
+    except ArgumentError:
+        raise ConfigurationError("DATABASE_URL", "is not a valid URL") from None
+    hosts = [*([url.host] if url.host else []), *_as_tuple(url.query.get("host") or ())]
+    if not hosts and env.get("PGHOST"):  # asyncpg's fallback when the URL names no host
+        hosts = [env["PGHOST"]]
+    names = [h.strip() for part in hosts for h in part.split(",") if h.strip()]
+    remote = [h for h in names if not _is_local_host(h)]
+    if remote:
+        raise ConfigurationError(
+            "SSL_MODE",
+            f"is {settings.ssl_mode.value!r} but MIGVAL_ENV=production and the database host "
+            f"{remote[0]!r} is not loopback: set SSL_MODE=verify-full with "
+            "SSL_ROOT_CERT=<CA file> (the server's certificate and host name are checked), "
+            "or accept an unverified connection with MIGVAL_ALLOW_INSECURE_DB_TLS=1",
+        )
+
+
+def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else value
+
+
+def _is_local_host(host: str) -> bool:
+    """Loopback (127.0.0.0/8, ::1, localhost) or a unix-socket directory; ``host`` may
+    carry a port (``host:5432``, ``[::1]:5432``)."""
+    if host.startswith("/"):
+        return True
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
