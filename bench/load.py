@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.query import DASHBOARD_BODY
-from bench.servers import BenchError, Server, ticks_delta, ticks_to_ms
+from bench.servers import BenchError, Server, cpu_delta, ticks_to_ms
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
@@ -139,10 +139,10 @@ async def _drained(server: Server, limit_s: float = 60.0) -> None:
     """Wait until the server's CPU stops moving: the requests in flight when wrk
     stopped have been computed (uvicorn finishes them; the answers go nowhere)."""
     deadline = time.monotonic() + limit_s
-    last, still = server.cpu_ticks(), 0
+    last, still = server.cpu_ms(), 0
     while still < 3 and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-        now = server.cpu_ticks()
+        now = server.cpu_ms()
         still = still + 1 if now == last else 0
         last = now
 
@@ -155,7 +155,7 @@ async def run_point(
     duration_s: float,
     warmup_s: float,
     threads: int,
-    db_ticks: Callable[[], Mapping[int, int]] | None,
+    db_cpu: Callable[[], Mapping[int, float]] | None,
 ) -> LoadResult:
     """Warm up (not measured), let the server go idle, then one measured wrk run.
 
@@ -169,18 +169,18 @@ async def run_point(
     if warmup_s > 0:
         await _wrk(wrk, script, url, concurrency, warmup_s, threads)
     await _drained(server)
-    server_before = server.cpu_ticks()
-    db_before = db_ticks() if db_ticks else {}
+    server_before = server.cpu_ms()
+    db_before = db_cpu() if db_cpu else {}
     busy_before, own_before, started = _machine_busy_ticks(), _own_ms(), time.monotonic()
     output = await _wrk(wrk, script, url, concurrency, duration_s, threads)
     wall_ms = (time.monotonic() - started) * 1000
     busy_ms = ticks_to_ms(_machine_busy_ticks() - busy_before)
     own_ms = _own_ms() - own_before
-    window_server_ms = ticks_to_ms(server.cpu_ticks() - server_before)
-    window_db_ms = ticks_to_ms(ticks_delta(db_before, db_ticks())) if db_ticks else 0.0
+    window_server_ms = server.cpu_ms() - server_before
+    window_db_ms = cpu_delta(db_before, db_cpu()) if db_cpu else 0.0
     await _drained(server)
-    server_ms = ticks_to_ms(server.cpu_ticks() - server_before)
-    db_ms = ticks_to_ms(ticks_delta(db_before, db_ticks())) if db_ticks else None
+    server_ms = server.cpu_ms() - server_before
+    db_ms = cpu_delta(db_before, db_cpu()) if db_cpu else None
     figures = parse_wrk(output)
     requests = int(figures["requests"])
     started_requests = requests + concurrency

@@ -1,6 +1,7 @@
 """The printed tables: reads (server x concurrency), migval as ratios to the floors,
 and writes."""
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ RATIO_PAIRS = (
     ("migval-pg", "floorB-pg"),
     ("migval-sqlite", "floorC-sqlite"),
 )
+# Above this, CPU taken by processes outside the benchmark is called out.
+NOISY_CORES = 0.2
 HEADERS = ("req/s", "p50 ms", "p99 ms", "server CPU ms/req", "DB CPU ms/req", "statements/req")
 # Not a figure of the server: CPU taken meanwhile by processes outside the benchmark.
 NOISE = "other load (cores)"
@@ -106,3 +109,42 @@ def writes_table(results: Sequence[WriteResult]) -> str:
     ]
     head = ("database", "discrepancies", "GraphQL ms", "raw ms", "GraphQL / raw", "runs")
     return _table(head, body)
+
+
+def render(
+    context: Mapping[str, str],
+    results: Sequence[LoadResult],
+    statements: Mapping[str, float | None],
+    notes: Sequence[str],
+    write_results: Sequence[WriteResult],
+) -> str:
+    """The whole report: context, reads, ratios, writes, notes and warnings."""
+    table = rows(results, statements)
+    out = ["\n== context", *(f"  {key}: {value}" for key, value in context.items())]
+    out += [
+        "\n== reads: the dashboard query (sessions(first: 50) with nested results, "
+        "20 discrepancies and tests each)",
+        reads_table(table),
+        "\n== migval as a ratio of the floors (migval figure / floor figure; "
+        "req/s < 1 and the others > 1 mean migval costs more)",
+        ratio_table(table),
+    ]
+    if write_results:
+        out += [
+            "\n== writes: recordValidationResult with N discrepancies (median ms)",
+            writes_table(write_results),
+        ]
+    out += ["\n== notes", *(f"  {note}" for note in notes)]
+    out += [
+        f"  WARNING: {r.server} c={r.concurrency}: {r.errors} failed requests "
+        "(non-2xx or socket errors, timeouts included)"
+        for r in results
+        if r.errors
+    ]
+    noisy = max((r.other_cores for r in results), default=0.0)
+    if noisy > NOISY_CORES:
+        out.append(
+            f"  WARNING: other processes used up to {noisy:.2f} of {os.cpu_count()} cores "
+            "during the measurements: the figures are disturbed (see 'other load')"
+        )
+    return "\n".join(out)

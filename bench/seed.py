@@ -282,6 +282,13 @@ class PgTarget:
     def sqlalchemy_url(self) -> str:
         return "postgresql+asyncpg://" + self.dsn.split("://", 1)[1]
 
+    def via(self, host: str, port: int) -> str:
+        """The scratch database's DSN through another address (the counting proxy)."""
+        parts = urlsplit(self.dsn)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
     @property
     def host_port(self) -> tuple[str, int]:
         parts = urlsplit(self.admin_dsn)
