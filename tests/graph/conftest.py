@@ -24,9 +24,16 @@ from persistence.database import DatabaseManager
 from persistence.models import ValidationResult as ValidationResultRow
 from persistence.models import ValidationSession as ValidationSessionRow
 from persistence.services import BehavioralTestService, ResultService, SessionService
+from tests.persistence.factories import (
+    behavioral_test_input,
+    discrepancy_input,
+    result_input,
+    session_input,
+)
 
 GqlRaw = Callable[..., Awaitable[httpx.Response]]
 DbFactoryLike = Callable[..., DatabaseManager]  # the root conftest's db_factory
+
 Gql = Callable[..., Awaitable[dict[str, Any]]]
 
 # Substrings that must never reach a client: stack traces and SQL.
@@ -37,44 +44,11 @@ def gid(type_name: str, db_id: int) -> str:
     return to_global_id(type_name, db_id)
 
 
-def session_values(request_id: str = "req-1", **overrides: Any) -> dict[str, Any]:
-    return {
-        "request_id": request_id,
-        "source_technology": "PYTHON_FLASK",
-        "target_technology": "JAVA_SPRING",
-        "validation_scope": "FULL_SYSTEM",
-        "source_input_type": "CODE_FILES",
-        "target_input_type": "CODE_FILES",
-        **overrides,
-    }
-
-
-def result_values(**overrides: Any) -> dict[str, Any]:
-    return {
-        "overall_status": "approved",
-        "fidelity_score": 0.9,
-        "summary": "looks equivalent",
-        **overrides,
-    }
-
-
-def discrepancy_values(i: int = 0, **overrides: Any) -> dict[str, Any]:
-    return {
-        "discrepancy_type": "layout",
-        "severity": "WARNING",
-        "description": f"difference {i}",
-        **overrides,
-    }
-
-
-def behavioral_values(name: str = "login", **overrides: Any) -> dict[str, Any]:
-    return {
-        "scenario_name": name,
-        "source_url": "http://source.example/login",
-        "target_url": "http://target.example/login",
-        "execution_status": "passed",
-        **overrides,
-    }
+# One set of minimal valid inputs for the whole suite.
+session_values = session_input
+result_values = result_input
+discrepancy_values = discrepancy_input
+behavioral_values = behavioral_test_input
 
 
 @dataclass
