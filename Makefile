@@ -25,8 +25,11 @@ CHECK_DATABASE_URL ?=
 export CHECK_DATABASE_URL
 # Arguments for the benchmark, e.g. make bench BENCH_ARGS='--quick' (bench/README.md).
 BENCH_ARGS ?=
+# The soak's length and extra arguments, e.g. make soak SOAK_MINUTES=1 SOAK_ARGS='--clients 4'.
+SOAK_MINUTES ?= 3
+SOAK_ARGS ?=
 
-.PHONY: help setup run test lint check-migrations bench clean
+.PHONY: help setup run test lint check-migrations bench soak clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -62,6 +65,9 @@ check-migrations: setup ## alembic check on a scratch SQLite db (or CHECK_DATABA
 
 bench: setup ## benchmark migval against raw floors on PostgreSQL and SQLite (BENCH_ARGS=)
 	UV="$(UV)" $(RUN) python -m bench $(BENCH_ARGS)
+
+soak: setup ## mixed load on a temporary PostgreSQL restarted mid-run; checks every write
+	$(RUN) python -m bench.soak --minutes "$(SOAK_MINUTES)" $(SOAK_ARGS)
 
 clean: ## remove caches (keeps .venv and the database file)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis

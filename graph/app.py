@@ -9,6 +9,10 @@ Routes:
   migration head, 503 otherwise (with a ``reason``).
 - ``/graphql``: the GraphQL endpoint, built by ``graph.schema``: bearer tokens
   (graph.auth), GraphiQL in a browser in development mode only (graph.settings).
+- ``GET /metrics``: Prometheus metrics of this app (graph.observability); production
+  requires a viewer token unless MIGVAL_METRICS_PUBLIC=1.
+
+In production, logging is configured here too (graph.logs): JSON lines.
 """
 
 import logging
@@ -24,10 +28,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from graph.limits import LimitSettings, RequestLimits
+from graph.logs import configure_logging
+from graph.observability import HttpMetrics, Metrics, metrics_endpoint
 from graph.schema import build_graphql_app
 from graph.settings import AppSettings
 from persistence.crypto import KeyRing, configure_encryption
 from persistence.database import DatabaseManager, HealthStatus
+from persistence.idempotency import idempotency_ttl
+from persistence.instrumentation import InstrumentationSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +46,25 @@ def create_app(settings: AppSettings | None = None) -> Starlette:
     """Build the application (uvicorn: ``graph.app:create_app`` with ``factory=True``).
     ``settings`` default to the environment (MIGVAL_ENV, ...; see graph.settings)."""
     app_settings = settings or AppSettings.from_env()
+    if app_settings.production:  # JSON lines (uvicorn's worker processes come here too)
+        configure_logging(production=True)
     # Keys for the encrypted JSON columns; production without keys refuses to start.
     configure_encryption(KeyRing.from_env())
+    idempotency_ttl()  # MIGVAL_IDEMPOTENCY_TTL_HOURS: a malformed value refuses to start
+    # One registry per app: several apps (tests) never share or collide on metrics.
+    metrics = Metrics()
+    instrumentation = InstrumentationSettings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = DatabaseManager.from_env()
         app.state.db = db
         try:
-            app.state.graphql = build_graphql_app(db, app_settings)
+            metrics.observe_database(db, instrumentation)
+            app.state.graphql = build_graphql_app(db, app_settings, metrics)
             yield
         finally:
+            metrics.release_database()
             await db.dispose()
 
     app = Starlette(
@@ -56,12 +72,18 @@ def create_app(settings: AppSettings | None = None) -> Starlette:
             Route("/healthz", _healthz, methods=["GET"]),
             Route("/readyz", _readyz, methods=["GET"]),
             Route("/graphql", _GraphQLEndpoint()),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
-        # Body size, batches and the request timeout (graph.limits; MIGVAL_* settings).
-        middleware=[Middleware(RequestLimits, settings=LimitSettings.from_env())],
+        middleware=[
+            # Outermost: counts every answer, the limits' refusals included.
+            Middleware(HttpMetrics, metrics=metrics),
+            # Body size, batches and the request timeout (graph.limits; MIGVAL_* settings).
+            Middleware(RequestLimits, settings=LimitSettings.from_env()),
+        ],
     )
     app.state.settings = app_settings
+    app.state.metrics = metrics
     log.info("migval in %s mode", app_settings.env.value)
     return app
 

@@ -104,7 +104,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the GraphQL server (uvicorn)",
         description="Run the GraphQL server: /graphql (GraphiQL in development mode), "
-        "liveness at /healthz and readiness at /readyz. Migrate the database first (migval "
+        "liveness at /healthz, readiness at /readyz, Prometheus metrics at /metrics (a "
+        "viewer token in production). Production logs one JSON object per line. "
+        "Migrate the database first (migval "
         "db migrate). MIGVAL_ENV=production requires API tokens (migval token create); "
         "development mode refuses a non-loopback --host unless --allow-insecure-bind.",
     )
@@ -215,12 +217,17 @@ def _int(raw: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
+    from graph.logs import configure_logging  # noqa: PLC0415 - only this command needs it
     from graph.settings import AppSettings  # noqa: PLC0415 - imports strawberry (slow)
     from persistence.crypto import KeyRing  # noqa: PLC0415 - imports cryptography (slow)
+    from persistence.idempotency import idempotency_ttl  # noqa: PLC0415
+    from persistence.instrumentation import InstrumentationSettings  # noqa: PLC0415
 
     DatabaseSettings.from_env()  # fail fast, with a clean message, on a bad setting
+    InstrumentationSettings.from_env()
     settings = AppSettings.from_env()
     KeyRing.from_env()  # production without MIGVAL_ENCRYPTION_KEYS refuses to start
+    idempotency_ttl()  # MIGVAL_IDEMPOTENCY_TTL_HOURS
     if args.allow_insecure_bind:
         settings = replace(settings, allow_insecure_bind=True)
     settings.check_bind(args.host)
@@ -233,6 +240,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    # Production: every line (uvicorn's included) one JSON object; uvicorn must not
+    # install its own handlers. Development: uvicorn's usual format.
+    configure_logging(production=settings.production, level=args.log_level)
+    logging_options: dict[str, Any] = {"log_config": None} if settings.production else {}
     try:
         uvicorn.run(
             "graph.app:create_app",
@@ -243,6 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             loop=loop,
             http=http,
+            **logging_options,
         )
     except SystemExit as stop:  # uvicorn exits with 3 when startup fails
         if stop.code not in (None, 0):

@@ -1,6 +1,7 @@
 """Per-request context: the database, fresh loaders and a request id."""
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -8,6 +9,9 @@ from starlette.responses import Response
 from graph.loaders import Loaders
 from persistence.actor import SYSTEM, Actor
 from persistence.database import DatabaseManager
+
+if TYPE_CHECKING:
+    from graph.observability import Metrics
 
 
 @dataclass
@@ -18,6 +22,8 @@ class Context:
     response: Response | None = None
     # Who is asking; graph.schema sets it from the Authorization header.
     actor: Actor = SYSTEM
+    # The app's metrics (graph.observability.OperationMetrics records into them).
+    metrics: "Metrics | None" = None
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ from enum import Enum
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from persistence import errors as domain
 
@@ -22,6 +23,7 @@ class ErrorCode(Enum):
     CONFLICT = "CONFLICT"
     STALE_VERSION = "STALE_VERSION"
     INVALID_TRANSITION = "INVALID_TRANSITION"
+    IDEMPOTENCY_MISMATCH = "IDEMPOTENCY_MISMATCH"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
 
@@ -41,6 +43,7 @@ _CODES = {
     domain.StaleVersion: ErrorCode.STALE_VERSION,
     domain.Conflict: ErrorCode.CONFLICT,
     domain.InvalidTransition: ErrorCode.INVALID_TRANSITION,
+    domain.IdempotencyMismatch: ErrorCode.IDEMPOTENCY_MISMATCH,
     domain.CommitOutcomeUnknown: ErrorCode.COMMIT_OUTCOME_UNKNOWN,
     domain.ServiceUnavailable: ErrorCode.SERVICE_UNAVAILABLE,
 }
@@ -101,10 +104,27 @@ class MaskUnexpectedErrors(SchemaExtension):
         if result is None or not result.errors:
             return
         request_id = getattr(self.execution_context.context, "request_id", "-")
+        ctx = self.execution_context
+        # operation_type raises when the document did not parse.
+        is_mutation = (
+            ctx.graphql_document is not None and ctx.operation_type is OperationType.MUTATION
+        )
         masked = []
         for error in result.errors:
             original = error.original_error
+            if is_mutation and original is not None and error.path and len(error.path) > 1:
+                # The mutation's resolver returned, so its write committed; only reading
+                # the reply failed. Never tell the client it may simply retry.
+                log.error(
+                    "reading the reply of a committed mutation failed at %s (request id %s)",
+                    error.path, request_id, exc_info=original,
+                )
+                masked.append(_response_incomplete(error, request_id))
+                continue
             if original is None or isinstance(original, GraphQLError):
+                if not (error.extensions or {}).get("code"):
+                    # e.g. variable coercion ("Variable '$x' has invalid value")
+                    error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
                 masked.append(error)
                 continue
             if isinstance(original, domain.MigvalError):
@@ -125,6 +145,21 @@ class MaskUnexpectedErrors(SchemaExtension):
                 )
             )
         result.errors = masked
+
+
+def _response_incomplete(error: GraphQLError, request_id: str) -> GraphQLError:
+    return GraphQLError(
+        "The write was committed but part of the reply could not be read; query the "
+        f"object back instead of retrying (request id {request_id})",
+        nodes=error.nodes,
+        path=error.path,
+        extensions={
+            "code": "RESPONSE_INCOMPLETE",
+            "committed": True,
+            "retryable": False,
+            "requestId": request_id,
+        },
+    )
 
 
 def _located(new: GraphQLError, old: GraphQLError) -> GraphQLError:

@@ -192,6 +192,9 @@ class Query:
         for name, value in (("from", from_), ("to", to)):
             if value is not None and value.tzinfo is None:
                 raise BadUserInput(ValidationFailed(name, "must include a timezone offset"))
+            if value is not None and not 2 <= value.year <= 9998:
+                # Period arithmetic near year 1 or 9999 would overflow datetime.
+                raise BadUserInput(ValidationFailed(name, "must be between years 2 and 9998"))
         # Stored rollups of closed periods plus live figures from the open period (and
         # closed ones not rolled up yet) on; live rows have databaseId 0.
         rows = await MetricsService(info.context.db).list_metrics(period, from_, to)

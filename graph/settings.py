@@ -43,6 +43,8 @@ class AppSettings:
     # Role of requests without an Authorization header (development only); None: none.
     anonymous_role: Role | None = Role.ADMIN
     allow_insecure_bind: bool = False
+    # Production: GET /metrics without a viewer token (graph.observability).
+    metrics_public: bool = False
 
     @property
     def production(self) -> bool:
@@ -81,6 +83,7 @@ class AppSettings:
             env=mode,
             anonymous_role=anonymous,
             allow_insecure_bind=_bool(e, "MIGVAL_ALLOW_INSECURE_BIND"),
+            metrics_public=_bool(e, "MIGVAL_METRICS_PUBLIC"),
         )
 
     def check_bind(self, host: str) -> None:

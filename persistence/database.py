@@ -16,13 +16,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
-from persistence.errors import CommitOutcomeUnknown, ServiceUnavailable
+from persistence.errors import CommitOutcomeUnknown, ServiceUnavailable, ValidationFailed
 from persistence.schema_version import head_revision
 from persistence.settings import DatabaseSettings, SSLMode
 
@@ -33,6 +34,24 @@ T = TypeVar("T")
 # PostgreSQL SQLSTATEs after which the whole transaction can simply be run again.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _NO_BEGIN = "migval_no_begin"
+_UNSTORABLE_TEXT = "strings must not contain NUL (U+0000) or unpaired surrogates"
+# Connection-level SQLSTATEs: class 08 (connection exception), admin/crash shutdown,
+# "cannot connect now" (starting up or shutting down).
+_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+_RETRYABLE_BUSY_SQLSTATES = frozenset({"53300"})  # too many connections
+# asyncpg raises its own exceptions while connecting (SQLAlchemy does not wrap them).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.DBAPIError,
+    OSError,
+    ConnectionError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    UnicodeEncodeError,
+    exc.StatementError,
+    *DATABASE_ERRORS,
+)
 
 Transience = Literal["retry", "fatal"]
 
@@ -87,7 +106,7 @@ class DatabaseManager:
             raise ServiceUnavailable(
                 "database", "no database connection available (pool exhausted)"
             ) from error
-        except (exc.DBAPIError, OSError, ConnectionError) as error:
+        except DATABASE_ERRORS as error:
             if classify(error) == "fatal":
                 raise
             raise ServiceUnavailable("database", "database unavailable; retry later") from error
@@ -95,6 +114,15 @@ class DatabaseManager:
             conn = await raw.execution_options(**options)
             async with AsyncSession(bind=conn, expire_on_commit=False) as session:
                 yield session
+        except _READ_ERRORS as error:
+            if _unstorable_text(error):  # NUL or a lone surrogate in a lookup value
+                raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
+            if not isinstance(error, DATABASE_ERRORS):
+                raise
+            # A connection lost mid-read: nothing was written, so retrying is safe.
+            if classify(error) == "fatal":
+                raise
+            raise ServiceUnavailable("database", "database unavailable; retry later") from error
         finally:
             await raw.close()
 
@@ -135,8 +163,10 @@ class DatabaseManager:
                 raise ServiceUnavailable(
                     "database", "no database connection available (pool exhausted)"
                 ) from error
-            except (exc.DBAPIError, OSError, ConnectionError) as error:
-                if classify(error) == "fatal":
+            except _READ_ERRORS as error:
+                if _unstorable_text(error):  # e.g. NUL in a requestId looked up
+                    raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
+                if not isinstance(error, DATABASE_ERRORS) or classify(error) == "fatal":
                     raise
                 if committing and _is_disconnect(error):
                     raise CommitOutcomeUnknown(
@@ -193,20 +223,61 @@ def classify(error: BaseException) -> Transience:
         return "fatal"  # a bad certificate or TLS setup does not heal by retrying
     if _is_disconnect(error):
         return "retry"
+    if isinstance(error, asyncpg.PostgresError) and _sqlstate(error) in _RETRYABLE_BUSY_SQLSTATES:
+        return "retry"
     if not isinstance(error, exc.DBAPIError):
         return "fatal"
     orig = error.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    sqlstate = _sqlstate(error)
     locked = isinstance(error, exc.OperationalError) and any(
         busy in str(orig).lower() for busy in ("database is locked", "database is busy")
     )
-    return "retry" if sqlstate in _RETRYABLE_SQLSTATES or locked else "fatal"
+    retryable = _RETRYABLE_SQLSTATES | _RETRYABLE_BUSY_SQLSTATES
+    return "retry" if sqlstate in retryable or locked else "fatal"
 
 
 def _is_disconnect(error: BaseException) -> bool:
-    if isinstance(error, OSError | ConnectionError):
+    """The connection is gone (or unusable): whatever the driver wrapped it in."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            OSError
+            | ConnectionError
+            | asyncpg.ConnectionDoesNotExistError
+            | asyncpg.InternalClientError
+            | asyncpg.CannotConnectNowError,
+        ) and not isinstance(current, ssl.SSLError):
+            return True
+        state = _sqlstate(current)
+        if state is not None and (state.startswith("08") or state in _CONNECTION_SQLSTATES):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
+def _unstorable_text(error: BaseException) -> bool:
+    """The driver refused a string (PostgreSQL 22021, or it could not encode it)."""
+    current: BaseException | None = error
+    for _ in range(5):
+        if current is None:
+            return False
+        if isinstance(current, UnicodeEncodeError) or _sqlstate(current) == "22021":
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    if state is None and isinstance(error, exc.DBAPIError):
+        orig = error.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state if isinstance(state, str) else None
 
 
 def _backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
@@ -226,14 +297,17 @@ def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
         engine = create_async_engine(
             settings.url,
             echo=echo,
+            # Errors (and the logs they reach) never carry bound values: secrets.
+            hide_parameters=True,
             # the driver's own timeout (seconds) backs up busy_timeout
             connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
         )
         _install_sqlite_hooks(engine, settings)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         settings.url,
         echo=echo,
+        hide_parameters=True,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_pre_ping=settings.pool_pre_ping,
@@ -241,6 +315,15 @@ def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
         pool_recycle=settings.pool_recycle,
         connect_args=postgres_connect_args(settings),
     )
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _discard_lost_connections(context: ExceptionContext) -> None:
+        # Errors SQLAlchemy does not recognise as disconnects (server shutting down,
+        # a connection left mid-operation) must not send the connection back to the pool.
+        if _is_disconnect(context.original_exception):
+            context.is_disconnect = True
+
+    return engine
 
 
 def postgres_connect_args(settings: DatabaseSettings) -> dict[str, Any]:

@@ -50,6 +50,13 @@ class StaleVersion(Conflict):
     code = "STALE_VERSION"
 
 
+class IdempotencyMismatch(MigvalError):
+    """An idempotency key already recorded the outcome of a different request (another
+    input, or another operation) by the same actor: nothing was written."""
+
+    code = "IDEMPOTENCY_MISMATCH"
+
+
 class ServiceUnavailable(MigvalError):
     """The database could not be reached or stayed busy past the retry budget; the
     write was not committed and is safe to retry."""

@@ -12,6 +12,8 @@ from persistence.errors import ValidationFailed
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 100
+# Cursors we make are well under this; longer input is refused before decoding.
+MAX_CURSOR_LENGTH = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,8 @@ def encode_cursor(value: Any, row_id: int) -> str:
 
 def decode_cursor(cursor: str, field: str = "after") -> Keyset:
     """Parse a cursor made by encode_cursor; anything else is a ValidationFailed."""
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise ValidationFailed(field, "is not a valid cursor")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         kind, value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -53,7 +57,7 @@ def decode_cursor(cursor: str, field: str = "after") -> Keyset:
         if kind == "v" and (value is None or isinstance(value, int | float | str)):
             return Keyset(value, row_id)
         raise TypeError
-    except (ValueError, TypeError, UnicodeDecodeError):
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
         raise ValidationFailed(field, "is not a valid cursor") from None
 
 

@@ -3,6 +3,7 @@ required, enum values, ranges) has one source: the model. Errors name the field.
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -24,6 +25,9 @@ NON_NEGATIVE = frozenset(
 )
 POSITIVE = frozenset({"behavioral_timeout"})
 MAX_JSON_BYTES = 1_000_000
+MAX_JSON_DEPTH = 64
+# UTF-16 halves without their pair: valid in JSON text, not storable by either driver.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Columns the database owns; callers never set them on insert.
 SERVER_MANAGED = frozenset({"id", "created_at", "updated_at", "version"})
 
@@ -83,6 +87,8 @@ def check_value(  # noqa: PLR0911, PLR0912 - one flat dispatch on the column typ
             raise ValidationFailed(field, f"must be at most {length} characters")
         if "\x00" in value:
             raise ValidationFailed(field, "must not contain NUL characters")
+        if _SURROGATE.search(value):
+            raise ValidationFailed(field, "must be valid Unicode (no unpaired surrogates)")
         return value
     return value
 
@@ -111,16 +117,45 @@ def _check_float(name: str, value: Any, field: str) -> float:
 
 
 def _check_json(value: Any, field: str) -> Any:
+    # Depth first: deeper documents would hit the recursion limit of what follows.
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ValidationFailed(field, f"must be nested at most {MAX_JSON_DEPTH} levels deep")
     try:
         encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         raise ValidationFailed(field, "must be JSON (no NaN or Infinity)") from None
     if len(encoded) > MAX_JSON_BYTES:
         raise ValidationFailed(field, f"must be at most {MAX_JSON_BYTES} bytes of JSON")
+    if _has_surrogate(value):
+        raise ValidationFailed(field, "must be valid Unicode (no unpaired surrogates)")
     if "\\u0000" in encoded:
         # PostgreSQL jsonb cannot store NUL in strings.
         raise ValidationFailed(field, "must not contain NUL characters")
     return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether any string (key or value) of a decoded JSON value has a lone surrogate."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(item) for item in value)
+    return False
 
 
 def _enum_class(type_: sa.types.TypeEngine[Any]) -> type[StrEnum] | None:

@@ -1,6 +1,8 @@
 """Shared mutation plumbing: running a service call and turning domain errors into
-payload errors, and resolving a session reference."""
+payload errors, resolving a session reference, and the idempotency request of an
+input's ``idempotencyKey``."""
 
+import dataclasses
 from collections.abc import Awaitable
 from enum import Enum
 from typing import Any, TypeVar
@@ -11,8 +13,23 @@ from graph.context import Context
 from graph.errors import UserError, user_error
 from graph.ids import expect_global_id
 from persistence.errors import MigvalError, NotFound, ServiceUnavailable, ValidationFailed
+from persistence.idempotency import IdempotencyRequest
 
 T = TypeVar("T")
+
+# The input field every write mutation has (persistence.idempotency).
+IDEMPOTENCY_KEY = "idempotency_key"
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Optional key (1..200 chars) making this write safe to retry: a request with the same "
+    "key and the same input within MIGVAL_IDEMPOTENCY_TTL_HOURS (default 24 h) writes "
+    "nothing and returns the first response again (replayed: true); the same key with "
+    "another input fails with IDEMPOTENCY_MISMATCH. Keys are per API token (or anonymous) "
+    "and are stored only for successful writes."
+)
+REPLAYED_DESCRIPTION = (
+    "True when this response replays an earlier request with the same idempotencyKey: "
+    "nothing was written now, and the object(s) are shown as they are now."
+)
 
 
 async def attempt(call: Awaitable[T]) -> tuple[T | None, list[UserError]]:
@@ -27,10 +44,11 @@ async def attempt(call: Awaitable[T]) -> tuple[T | None, list[UserError]]:
 
 
 def input_values(obj: object, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The given (non-null) fields of a strawberry input as column values."""
+    """The given (non-null) fields of a strawberry input as column values (never the
+    idempotency key)."""
     values: dict[str, Any] = {}
     for name, value in vars(obj).items():
-        if name in skip or value is None or value is strawberry.UNSET:
+        if name in skip or name == IDEMPOTENCY_KEY or value is None or value is strawberry.UNSET:
             continue
         values[name] = (
             value.value if isinstance(value, Enum) and not isinstance(value, str) else value
@@ -52,4 +70,50 @@ async def session_db_id(
     return row.id
 
 
-__all__ = ["attempt", "input_values", "session_db_id"]
+def idempotency_request(
+    info: strawberry.Info[Context, None], input: object
+) -> IdempotencyRequest | None:
+    """The request to pass to the service when ``input`` carries an idempotency key:
+    scoped to the caller, named after this mutation, hashed over the input without
+    the key. None without a key."""
+    key = getattr(input, IDEMPOTENCY_KEY, None)
+    if key is None or key is strawberry.UNSET:
+        return None
+    return IdempotencyRequest.for_input(
+        info.context.actor, key, info.field_name, canonical_input(input)
+    )
+
+
+def replayed(request: IdempotencyRequest | None, errors: list[UserError]) -> bool:
+    """The payload's ``replayed``: the call succeeded by replaying a stored outcome."""
+    return request is not None and request.replayed and not errors
+
+
+def canonical_input(value: Any) -> Any:
+    """A strawberry input as plain JSON values: nested inputs as objects of their
+    given fields (nulls and the idempotency key left out), enums as their values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            name: canonical_input(item)
+            for name, item in vars(value).items()
+            if name != IDEMPOTENCY_KEY and item is not None and item is not strawberry.UNSET
+        }
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [canonical_input(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): canonical_input(item) for k, item in value.items()}
+    return value
+
+
+__all__ = [
+    "IDEMPOTENCY_KEY_DESCRIPTION",
+    "REPLAYED_DESCRIPTION",
+    "attempt",
+    "canonical_input",
+    "idempotency_request",
+    "input_values",
+    "replayed",
+    "session_db_id",
+]

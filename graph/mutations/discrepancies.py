@@ -5,10 +5,17 @@ import strawberry
 from graph.context import Context
 from graph.errors import UserError
 from graph.ids import expect_global_id
-from graph.mutations.common import attempt
+from graph.mutations.common import (
+    IDEMPOTENCY_KEY_DESCRIPTION,
+    REPLAYED_DESCRIPTION,
+    attempt,
+    idempotency_request,
+    replayed,
+)
 from graph.permissions import IsWriter
 from graph.types.common import optional as _f
 from graph.types.discrepancy import Discrepancy
+from persistence.idempotency import IdempotencyRequest
 from persistence.models import ValidationDiscrepancy
 from persistence.services import DiscrepancyService
 
@@ -23,6 +30,7 @@ class ResolveDiscrepancyInput:
     expected_version: int | None = _f(
         "Fail with STALE_VERSION unless the discrepancy is at this version."
     )
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.input(description="Reopen one resolved discrepancy.")
@@ -33,6 +41,7 @@ class ReopenDiscrepancyInput:
     expected_version: int | None = _f(
         "Fail with STALE_VERSION unless the discrepancy is at this version."
     )
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.input(description="Resolve many discrepancies at once (all or nothing).")
@@ -40,6 +49,7 @@ class ResolveDiscrepanciesInput:
     ids: list[strawberry.ID] = strawberry.field(description="Global IDs (1..1000).")
     resolved_by: str = strawberry.field(description="Who resolves them (max 255 chars).")
     notes: str | None = _f("Why / how they were resolved.")
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.type(description="Result of resolveDiscrepancy / reopenDiscrepancy.")
@@ -48,12 +58,14 @@ class DiscrepancyPayload:
         description="The discrepancy after the change."
     )
     errors: list[UserError] = strawberry.field(description="Why nothing was written, if so.")
+    replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
 @strawberry.type(description="Result of resolveDiscrepancies.")
 class ResolveDiscrepanciesPayload:
     discrepancies: list[Discrepancy] = strawberry.field(description="The discrepancies, resolved.")
     errors: list[UserError] = strawberry.field(description="Why nothing was written, if so.")
+    replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
 @strawberry.type
@@ -62,13 +74,15 @@ class DiscrepancyMutations:
     async def resolve_discrepancy(
         self, info: Info, input: ResolveDiscrepancyInput
     ) -> DiscrepancyPayload:
+        key = idempotency_request(info, input)
+
         async def run() -> ValidationDiscrepancy:
             did = expect_global_id(input.id, "Discrepancy")
             return await DiscrepancyService(info.context.db).resolve(
-                did, input.resolved_by, input.notes, input.expected_version
+                did, input.resolved_by, input.notes, input.expected_version, key
             )
 
-        return _payload(*await attempt(run()))
+        return _payload(*await attempt(run()), key)
 
     @strawberry.mutation(
         description="Mark a discrepancy unresolved again.", permission_classes=[IsWriter]
@@ -76,13 +90,15 @@ class DiscrepancyMutations:
     async def reopen_discrepancy(
         self, info: Info, input: ReopenDiscrepancyInput
     ) -> DiscrepancyPayload:
+        key = idempotency_request(info, input)
+
         async def run() -> ValidationDiscrepancy:
             did = expect_global_id(input.id, "Discrepancy")
             return await DiscrepancyService(info.context.db).reopen(
-                did, input.reopened_by, input.notes, input.expected_version
+                did, input.reopened_by, input.notes, input.expected_version, key
             )
 
-        return _payload(*await attempt(run()))
+        return _payload(*await attempt(run()), key)
 
     @strawberry.mutation(
         description="Resolve many discrepancies in one transaction.", permission_classes=[IsWriter]
@@ -90,19 +106,27 @@ class DiscrepancyMutations:
     async def resolve_discrepancies(
         self, info: Info, input: ResolveDiscrepanciesInput
     ) -> ResolveDiscrepanciesPayload:
+        key = idempotency_request(info, input)
+
         async def run() -> list[ValidationDiscrepancy]:
             ids = [expect_global_id(g, "Discrepancy", f"ids[{i}]") for i, g in enumerate(input.ids)]
             return await DiscrepancyService(info.context.db).resolve_many(
-                ids, input.resolved_by, input.notes
+                ids, input.resolved_by, input.notes, key
             )
 
         rows, errors = await attempt(run())
         return ResolveDiscrepanciesPayload(
-            discrepancies=[Discrepancy.from_row(r) for r in rows or []], errors=errors
+            discrepancies=[Discrepancy.from_row(r) for r in rows or []],
+            errors=errors,
+            replayed=replayed(key, errors),
         )
 
 
-def _payload(row: ValidationDiscrepancy | None, errors: list[UserError]) -> DiscrepancyPayload:
+def _payload(
+    row: ValidationDiscrepancy | None, errors: list[UserError], key: IdempotencyRequest | None
+) -> DiscrepancyPayload:
     return DiscrepancyPayload(
-        discrepancy=None if row is None else Discrepancy.from_row(row), errors=errors
+        discrepancy=None if row is None else Discrepancy.from_row(row),
+        errors=errors,
+        replayed=replayed(key, errors),
     )

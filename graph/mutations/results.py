@@ -4,7 +4,15 @@ import strawberry
 
 from graph.context import Context
 from graph.errors import UserError
-from graph.mutations.common import attempt, input_values, session_db_id
+from graph.mutations.common import (
+    IDEMPOTENCY_KEY_DESCRIPTION,
+    REPLAYED_DESCRIPTION,
+    attempt,
+    idempotency_request,
+    input_values,
+    replayed,
+    session_db_id,
+)
 from graph.permissions import IsWriter
 from graph.types.behavioral_test import BehavioralTestResult
 from graph.types.common import (
@@ -51,12 +59,14 @@ class RecordValidationResultInput:
     result_metadata: JSON | None = _f("Free-form metadata.")
     result_type: ResultType | None = _f("How the result was produced (default STATIC).")
     discrepancies: list[DiscrepancyInput] | None = _f("Discrepancies found (max 10,000).")
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.type(description="Result of recordValidationResult.")
 class RecordValidationResultPayload:
     result: ValidationResult | None = strawberry.field(description="The stored result.")
     errors: list[UserError] = strawberry.field(description="Why nothing was written, if so.")
+    replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
 @strawberry.input(description="One behavioral scenario outcome.")
@@ -84,12 +94,14 @@ class RecordBehavioralTestResultsInput:
     session_id: strawberry.ID | None = _f("Global ID of the session (or give requestId).")
     request_id: str | None = _f("requestId of the session (or give sessionId).")
     tests: list[BehavioralTestInput] = strawberry.field(description="The results (1..1000).")
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.type(description="Result of recordBehavioralTestResults.")
 class RecordBehavioralTestResultsPayload:
     tests: list[BehavioralTestResult] = strawberry.field(description="The stored results.")
     errors: list[UserError] = strawberry.field(description="Why nothing was written, if so.")
+    replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
 _SESSION_REF = frozenset({"session_id", "request_id"})
@@ -104,15 +116,19 @@ class ResultMutations:
     async def record_validation_result(
         self, info: Info, input: RecordValidationResultInput
     ) -> RecordValidationResultPayload:
+        key = idempotency_request(info, input)
+
         async def run() -> ValidationResultRow:
             sid = await session_db_id(info.context, input.session_id, input.request_id)
             result = input_values(input, _SESSION_REF | {"discrepancies"})
             items = [input_values(d) for d in input.discrepancies or []]
-            return await ResultService(info.context.db).record(sid, result, items)
+            return await ResultService(info.context.db).record(sid, result, items, key)
 
         row, errors = await attempt(run())
         result = None if row is None else ValidationResult.from_row(row)
-        return RecordValidationResultPayload(result=result, errors=errors)
+        return RecordValidationResultPayload(
+            result=result, errors=errors, replayed=replayed(key, errors)
+        )
 
     @strawberry.mutation(
         description="Record behavioral test results, all or nothing.",
@@ -121,11 +137,15 @@ class ResultMutations:
     async def record_behavioral_test_results(
         self, info: Info, input: RecordBehavioralTestResultsInput
     ) -> RecordBehavioralTestResultsPayload:
+        key = idempotency_request(info, input)
+
         async def run() -> list[BehavioralTestRow]:
             sid = await session_db_id(info.context, input.session_id, input.request_id)
             tests = [input_values(t) for t in input.tests]
-            return await BehavioralTestService(info.context.db).record(sid, tests)
+            return await BehavioralTestService(info.context.db).record(sid, tests, key)
 
         rows, errors = await attempt(run())
         tests = [BehavioralTestResult.from_row(r) for r in rows or []]
-        return RecordBehavioralTestResultsPayload(tests=tests, errors=errors)
+        return RecordBehavioralTestResultsPayload(
+            tests=tests, errors=errors, replayed=replayed(key, errors)
+        )

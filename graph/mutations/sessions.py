@@ -4,8 +4,16 @@ import strawberry
 
 from graph.context import Context
 from graph.errors import UserError
-from graph.ids import to_global_id
-from graph.mutations.common import attempt, input_values, session_db_id
+from graph.ids import expect_global_id, to_global_id
+from graph.mutations.common import (
+    IDEMPOTENCY_KEY_DESCRIPTION,
+    REPLAYED_DESCRIPTION,
+    attempt,
+    idempotency_request,
+    input_values,
+    replayed,
+    session_db_id,
+)
 from graph.permissions import IsAdmin, IsWriter
 from graph.types.common import (
     JSON,
@@ -50,6 +58,7 @@ class CreateValidationSessionInput:
     processing_log: JSON | None = _f("Processing log.")
     execution_time: float | None = _f("Processing time in seconds (>= 0).")
     session_metadata: JSON | None = _f("Free-form metadata.")
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.type(description="Result of createValidationSession.")
@@ -59,6 +68,7 @@ class CreateValidationSessionPayload:
     )
     created: bool = strawberry.field(description="False when an identical session already existed.")
     errors: list[UserError] = strawberry.field(description="Why nothing was written, if so.")
+    replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
 @strawberry.input(description="Move a session to another status (allowed transitions only).")
@@ -66,6 +76,7 @@ class UpdateSessionStatusInput:
     session_id: strawberry.ID | None = _f("Global ID of the session (or give requestId).")
     request_id: str | None = _f("requestId of the session (or give sessionId).")
     status: SessionStatus = strawberry.field(description="The new status.")
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.type(description="Result of updateSessionStatus.")
@@ -74,12 +85,14 @@ class UpdateSessionStatusPayload:
         description="The session after the change."
     )
     errors: list[UserError] = strawberry.field(description="Why nothing was written, if so.")
+    replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
 @strawberry.input(description="Delete a session with its results, discrepancies and tests.")
 class DeleteSessionInput:
     session_id: strawberry.ID | None = _f("Global ID of the session (or give requestId).")
     request_id: str | None = _f("requestId of the session (or give sessionId).")
+    idempotency_key: str | None = _f(IDEMPOTENCY_KEY_DESCRIPTION)
 
 
 @strawberry.type(description="Result of deleteSession.")
@@ -88,6 +101,7 @@ class DeleteSessionPayload:
         description="Global ID of the deleted session."
     )
     errors: list[UserError] = strawberry.field(description="Why nothing was deleted, if so.")
+    replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
 @strawberry.type
@@ -99,11 +113,17 @@ class SessionMutations:
     async def create_validation_session(
         self, info: Info, input: CreateValidationSessionInput
     ) -> CreateValidationSessionPayload:
-        outcome, errors = await attempt(SessionService(info.context.db).create(input_values(input)))
+        key = idempotency_request(info, input)
+        outcome, errors = await attempt(
+            SessionService(info.context.db).create(input_values(input), key)
+        )
         if outcome is None:
             return CreateValidationSessionPayload(session=None, created=False, errors=errors)
         return CreateValidationSessionPayload(
-            session=ValidationSession.from_row(outcome.session), created=outcome.created, errors=[]
+            session=ValidationSession.from_row(outcome.session),
+            created=outcome.created,
+            errors=[],
+            replayed=replayed(key, errors),
         )
 
     @strawberry.mutation(
@@ -113,27 +133,42 @@ class SessionMutations:
     async def update_session_status(
         self, info: Info, input: UpdateSessionStatusInput
     ) -> UpdateSessionStatusPayload:
+        key = idempotency_request(info, input)
+
         async def run() -> object:
             sid = await session_db_id(info.context, input.session_id, input.request_id)
-            return await SessionService(info.context.db).update_status(sid, input.status)
+            return await SessionService(info.context.db).update_status(sid, input.status, key)
 
         row, errors = await attempt(run())
         session = None if row is None else ValidationSession.from_row(row)
-        return UpdateSessionStatusPayload(session=session, errors=errors)
+        return UpdateSessionStatusPayload(
+            session=session, errors=errors, replayed=replayed(key, errors)
+        )
 
     @strawberry.mutation(
         description="Delete a session and everything recorded for it.",
         permission_classes=[IsAdmin],
     )
     async def delete_session(self, info: Info, input: DeleteSessionInput) -> DeleteSessionPayload:
+        key = idempotency_request(info, input)
+
         async def run() -> int:
-            sid = await session_db_id(info.context, input.session_id, input.request_id)
-            await SessionService(info.context.db).delete(sid)
-            return sid
+            # The service resolves a requestId inside its transaction, so a keyed
+            # retry replays the deletion although the session is gone.
+            sid = (
+                None
+                if input.session_id is None
+                else expect_global_id(input.session_id, "ValidationSession", "session_id")
+            )
+            return await SessionService(info.context.db).delete(
+                sid, request_id=input.request_id, idempotency=key
+            )
 
         sid, errors = await attempt(run())
         deleted = None if sid is None else strawberry.ID(to_global_id("ValidationSession", sid))
-        return DeleteSessionPayload(deleted_session_id=deleted, errors=errors)
+        return DeleteSessionPayload(
+            deleted_session_id=deleted, errors=errors, replayed=replayed(key, errors)
+        )
 
 
 __all__ = ["SessionMutations"]

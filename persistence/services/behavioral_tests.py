@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.audit import AuditOperation, EntityType, audit_entry
 from persistence.database import DatabaseManager
 from persistence.errors import NotFound, ValidationFailed
+from persistence.idempotency import IdempotencyRequest, Outcome, replayed_row, run_idempotent
 from persistence.models import BehavioralTestResult
 from persistence.repositories import BehavioralTestRepository, SessionRepository
 from persistence.repositories.audit import AuditRepository
@@ -22,7 +23,10 @@ class BehavioralTestService:
         self.db = db
 
     async def record(
-        self, session_id: int, tests: Sequence[Mapping[str, Any]]
+        self,
+        session_id: int,
+        tests: Sequence[Mapping[str, Any]],
+        idempotency: IdempotencyRequest | None = None,
     ) -> list[BehavioralTestResult]:
         """Store all of ``tests`` for the session, or none of them, with one audit
         entry in the same transaction."""
@@ -54,4 +58,16 @@ class BehavioralTestService:
             )
             return stored
 
-        return await self.db.run_write(work)
+        return await run_idempotent(
+            self.db, idempotency, work,
+            outcome=lambda rows: Outcome.of(_TESTS, [row.id for row in rows]),
+            replay=_replay,
+        )
+
+
+_TESTS = "behavioral_tests"  # the stored outcome's result_type (persistence.idempotency)
+
+
+async def _replay(session: AsyncSession, stored: Outcome) -> list[BehavioralTestResult]:
+    rows = await BehavioralTestRepository(session).list_by_ids(stored.result_ids)
+    return [replayed_row(row) for row in rows]

@@ -3,7 +3,8 @@
 Each change appends its audit_log entry in the same transaction (persistence.audit):
 the resolution fields and version before and after; one entry per resolve_many call
 (ids and count). A resolve_many that changes nothing (all already resolved) appends
-none.
+none. Every method takes an optional ``idempotency`` request
+(persistence.idempotency): a replay of a keyed request writes nothing.
 """
 
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.audit import AuditOperation, EntityType, audit_entry, snapshot
 from persistence.database import DatabaseManager
 from persistence.errors import NotFound, StaleVersion, ValidationFailed
+from persistence.idempotency import IdempotencyRequest, Outcome, replayed_row, run_idempotent
 from persistence.models import ValidationDiscrepancy
 from persistence.repositories import DiscrepancyRepository
 from persistence.repositories.audit import AuditRepository
@@ -37,6 +39,7 @@ class DiscrepancyService:
         resolved_by: str,
         notes: str | None = None,
         expected_version: int | None = None,
+        idempotency: IdempotencyRequest | None = None,
     ) -> ValidationDiscrepancy:
         """Mark resolved (by whom, when, why). With ``expected_version`` a concurrent
         change since the caller read the row raises StaleVersion."""
@@ -44,6 +47,7 @@ class DiscrepancyService:
         return await self._set(
             AuditOperation.RESOLVE_DISCREPANCY,
             discrepancy_id, True, resolved_by, notes, datetime.now(UTC), expected_version,
+            idempotency,
         )
 
     async def reopen(
@@ -52,6 +56,7 @@ class DiscrepancyService:
         reopened_by: str,
         notes: str | None = None,
         expected_version: int | None = None,
+        idempotency: IdempotencyRequest | None = None,
     ) -> ValidationDiscrepancy:
         """Mark unresolved again; resolved_by/resolved_at are cleared and the notes
         record who reopened it and why."""
@@ -59,11 +64,15 @@ class DiscrepancyService:
         reason = f"reopened by {reopened_by}" + (f": {notes}" if notes else "")
         return await self._set(
             AuditOperation.REOPEN_DISCREPANCY,
-            discrepancy_id, False, None, reason, None, expected_version,
+            discrepancy_id, False, None, reason, None, expected_version, idempotency,
         )
 
     async def resolve_many(
-        self, ids: Sequence[int], resolved_by: str, notes: str | None = None
+        self,
+        ids: Sequence[int],
+        resolved_by: str,
+        notes: str | None = None,
+        idempotency: IdempotencyRequest | None = None,
     ) -> list[ValidationDiscrepancy]:
         """Resolve every id in one transaction; an unknown id fails the whole call.
         Rows already resolved keep their original resolution."""
@@ -105,7 +114,11 @@ class DiscrepancyService:
             rows = await repo.list_by_ids(unique)
             return [row for row in rows if row is not None]
 
-        return await self.db.run_write(work)
+        return await run_idempotent(
+            self.db, idempotency, work,
+            outcome=lambda rows: Outcome.of(_MANY, [row.id for row in rows]),
+            replay=_replay_many,
+        )
 
     async def _set(
         self,
@@ -116,6 +129,7 @@ class DiscrepancyService:
         notes: str | None,
         at: datetime | None,
         expected_version: int | None,
+        idempotency: IdempotencyRequest | None,
     ) -> ValidationDiscrepancy:
         if expected_version is not None and expected_version < 1:
             raise ValidationFailed("expected_version", "must be at least 1")
@@ -155,7 +169,25 @@ class DiscrepancyService:
                 f"discrepancy {discrepancy_id} is changing concurrently; read it again and retry",
             )
 
-        return await self.db.run_write(work)
+        return await run_idempotent(
+            self.db, idempotency, work,
+            outcome=lambda row: Outcome.of(_ONE, [row.id]),
+            replay=_replay_one,
+        )
+
+
+# Stored outcomes (persistence.idempotency.Outcome.result_type) of the methods above.
+_ONE = "discrepancy"
+_MANY = "discrepancies"
+
+
+async def _replay_one(session: AsyncSession, stored: Outcome) -> ValidationDiscrepancy:
+    return replayed_row(await DiscrepancyRepository(session).get(stored.result_ids[0]))
+
+
+async def _replay_many(session: AsyncSession, stored: Outcome) -> list[ValidationDiscrepancy]:
+    rows = await DiscrepancyRepository(session).list_by_ids(stored.result_ids)
+    return [replayed_row(row) for row in rows]
 
 
 def _check_resolver(who: str, notes: str | None, field: str = "resolved_by") -> None:

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.audit import AuditOperation, EntityType, audit_entry, snapshot
 from persistence.database import DatabaseManager
 from persistence.errors import NotFound, ValidationFailed
+from persistence.idempotency import IdempotencyRequest, Outcome, replayed_row, run_idempotent
 from persistence.models import ValidationDiscrepancy, ValidationResult
 from persistence.repositories import DiscrepancyRepository, ResultRepository, SessionRepository
 from persistence.repositories.audit import AuditRepository
@@ -30,6 +31,7 @@ class ResultService:
         session_id: int,
         result: Mapping[str, Any],
         discrepancies: Sequence[Mapping[str, Any]] = (),
+        idempotency: IdempotencyRequest | None = None,
     ) -> ValidationResult:
         """Store a result and up to MAX_DISCREPANCIES discrepancies in one transaction:
         every row is validated before anything is written, and any failure leaves
@@ -63,7 +65,19 @@ class ResultService:
             )
             return stored
 
-        return await self.db.run_write(work)
+        return await run_idempotent(
+            self.db, idempotency, work,
+            outcome=lambda row: Outcome.of(_RESULT, [row.id]),
+            replay=_replay,
+        )
+
+
+_RESULT = "result"  # the stored outcome's result_type (persistence.idempotency)
+
+
+async def _replay(session: AsyncSession, stored: Outcome) -> ValidationResult:
+    rows = await ResultRepository(session).list_by_ids(stored.result_ids[:1])
+    return replayed_row(rows[0])
 
 
 def _reject(values: Mapping[str, Any], names: frozenset[str], prefix: str) -> None:

@@ -2,7 +2,8 @@
 
 Each change appends its audit_log entry in the same transaction (persistence.audit);
 a call that changes nothing (an idempotent replay of create, a status it already has)
-appends none.
+appends none. Every method takes an optional ``idempotency`` request
+(persistence.idempotency): a replay of a keyed request writes nothing.
 """
 
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from persistence.audit import AuditOperation, EntityType, audit_entry, snapshot
 from persistence.database import DatabaseManager
 from persistence.enums import ALLOWED_TRANSITIONS, SessionStatus
 from persistence.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from persistence.idempotency import IdempotencyRequest, Outcome, replayed_row, run_idempotent
 from persistence.models import ValidationSession
 from persistence.repositories import SessionRepository
 from persistence.repositories.audit import AuditRepository
@@ -38,7 +40,9 @@ class SessionService:
     def __init__(self, db: DatabaseManager) -> None:
         self.db = db
 
-    async def create(self, values: Mapping[str, Any]) -> CreateOutcome:
+    async def create(
+        self, values: Mapping[str, Any], idempotency: IdempotencyRequest | None = None
+    ) -> CreateOutcome:
         """Create a session, idempotent on request_id: the same payload returns the
         existing session (created=False); a different payload is a Conflict."""
         for key in NOT_CREATABLE & values.keys():
@@ -68,10 +72,19 @@ class SessionService:
             # Idempotent replay: nothing changed, so no audit entry.
             return CreateOutcome(existing, created=False)
 
-        return await self.db.run_write(work)
+        return await run_idempotent(
+            self.db, idempotency, work,
+            outcome=lambda done: Outcome.of(
+                _CREATED if done.created else _EXISTING, [done.session.id]
+            ),
+            replay=_replay_create,
+        )
 
     async def update_status(
-        self, session_id: int, status: SessionStatus | str
+        self,
+        session_id: int,
+        status: SessionStatus | str,
+        idempotency: IdempotencyRequest | None = None,
     ) -> ValidationSession:
         """Move a session along its lifecycle; disallowed moves raise InvalidTransition."""
         target = coerce_enum(SessionStatus, status, "status")
@@ -107,29 +120,72 @@ class SessionService:
                     return updated
             raise Conflict("status", "the session's status is changing concurrently; retry")
 
-        return await self.db.run_write(work)
+        return await run_idempotent(
+            self.db, idempotency, work,
+            outcome=lambda row: Outcome.of(_SESSION, [row.id]),
+            replay=_replay_session,
+        )
 
-    async def delete(self, session_id: int) -> None:
-        """Delete a session and, by cascade, its results, discrepancies and tests."""
+    async def delete(
+        self,
+        session_id: int | None = None,
+        *,
+        request_id: str | None = None,
+        idempotency: IdempotencyRequest | None = None,
+    ) -> int:
+        """Delete a session (by id, or by request_id) and, by cascade, its results,
+        discrepancies and tests; returns its id. The request_id is resolved inside the
+        transaction, so a keyed retry of a delete replays even though the session is
+        gone."""
+        if (session_id is None) == (request_id is None):
+            raise ValidationFailed("session_id", "give exactly one of sessionId or requestId")
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession) -> int:
             repo = SessionRepository(session)
-            current = await repo.get(session_id)
+            sid = session_id or 0
+            if request_id is not None:
+                found = await repo.get_by_request_id(request_id)
+                if found is None or found.id is None:
+                    raise NotFound("request_id", f"no session with requestId {request_id!r}")
+                sid = found.id
+            current = await repo.get(sid)  # after a lookup, the identity map answers
             if current is None:
-                raise NotFound("session_id", f"no session with id {session_id}")
+                raise NotFound("session_id", f"no session with id {sid}")
             before = {
                 **snapshot(current),
-                "child_counts": await AuditRepository(session).session_child_counts(session_id),
+                "child_counts": await AuditRepository(session).session_child_counts(sid),
             }
-            if not await repo.delete(session_id):
-                raise NotFound("session_id", f"no session with id {session_id}")
+            if not await repo.delete(sid):
+                raise NotFound("session_id", f"no session with id {sid}")
             await AuditRepository(session).append(
-                audit_entry(
-                    AuditOperation.DELETE_SESSION, EntityType.SESSION, session_id, before=before
-                )
+                audit_entry(AuditOperation.DELETE_SESSION, EntityType.SESSION, sid, before=before)
             )
+            return sid
 
-        await self.db.run_write(work)
+        async def replay(_session: AsyncSession, stored: Outcome) -> int:
+            return stored.result_ids[0]  # the same deleted id; nothing to read
+
+        return await run_idempotent(
+            self.db, idempotency, work,
+            outcome=lambda sid: Outcome.of(_DELETED, [sid]),
+            replay=replay,
+        )
+
+
+# Stored outcomes (persistence.idempotency.Outcome.result_type) of the methods above.
+_CREATED = "session.created"
+_EXISTING = "session.existing"
+_SESSION = "session"
+_DELETED = "session.deleted"
+
+
+async def _replay_create(session: AsyncSession, stored: Outcome) -> CreateOutcome:
+    row = replayed_row(await SessionRepository(session).get(stored.result_ids[0]))
+    return CreateOutcome(row, created=stored.result_type == _CREATED)
+
+
+async def _replay_session(session: AsyncSession, stored: Outcome) -> ValidationSession:
+    return replayed_row(await SessionRepository(session).get(stored.result_ids[0]))
 
 
 def _differing_field(existing: ValidationSession, row: Mapping[str, Any]) -> str | None:

@@ -23,7 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from graph.cli import main
+from persistence.actor import SYSTEM
 from persistence.database import DatabaseManager
+from persistence.idempotency import IdempotencyRequest
 from persistence.maintenance.integrity import validate
 from persistence.maintenance.tables import TABLES, row_counts
 from persistence.models import metadata
@@ -106,8 +108,9 @@ def explain(result: subprocess.CompletedProcess[str]) -> str:
 
 async def seed(db: DatabaseManager, prefix: str = "seed") -> dict[str, int]:
     """Two sessions (one completed with a result, two discrepancies, one of them
-    resolved, and a behavioral test; one with a rejected result), a token, a metric
-    row; the services write the audit entries. Returns the session ids."""
+    resolved, and a behavioral test; one with a rejected result, recorded with an
+    idempotency key), a token, a metric row; the services write the audit entries.
+    Returns the session ids."""
     sessions = SessionService(db)
     first = (
         await sessions.create(
@@ -155,10 +158,14 @@ async def seed(db: DatabaseManager, prefix: str = "seed") -> dict[str, int]:
         )
     ).session
     assert second.id is not None
+    # Sent with an idempotency key, so idempotency_keys has a row too.
     await ResultService(db).record(
         second.id,
         result_input(overall_status="rejected", fidelity_score=0.125, summary="too different"),
         [discrepancy_input(2, severity="INFO")],
+        IdempotencyRequest.for_input(
+            SYSTEM, f"{prefix}-rejected", "recordValidationResult", {"session": second.id}
+        ),
     )
     async with db.read_session() as s:
         first_discrepancy = await s.scalar(
