@@ -56,6 +56,10 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
 Transience = Literal["retry", "fatal"]
 
 
+class _Abandoned(Exception):
+    """The caller of run_write was cancelled: roll back instead of committing."""
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     size: int
@@ -144,7 +148,30 @@ class DatabaseManager:
 
         A connection lost while COMMIT is in flight raises CommitOutcomeUnknown and
         is never retried: the first attempt may have landed.
+
+        If the caller is cancelled (client gone, request timeout), the transaction is
+        not cancelled mid-statement (SQLite would keep its write lock on a connection
+        the pool has dropped): it is rolled back at its next step, then the
+        cancellation propagates.
         """
+        abandoned = asyncio.Event()
+        task = asyncio.ensure_future(self._write_attempts(fn, abandoned))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            abandoned.set()
+            while not task.done():
+                try:
+                    await asyncio.wait([task])
+                except asyncio.CancelledError:
+                    continue  # finishing the rollback is what makes cancelling safe
+            if not task.cancelled():
+                task.exception()  # retrieved: the caller is gone, the outcome is moot
+            raise
+
+    async def _write_attempts(
+        self, fn: Callable[[AsyncSession], Awaitable[T]], abandoned: asyncio.Event
+    ) -> T:
         attempts = self.settings.retry_attempts
         deadline = time.monotonic() + self.settings.retry_deadline_s
         for attempt in range(1, attempts + 1):
@@ -153,6 +180,8 @@ class DatabaseManager:
                 async with AsyncSession(self.engine, expire_on_commit=False) as session:
                     try:
                         value = await fn(session)
+                        if abandoned.is_set():
+                            raise _Abandoned
                         committing = True
                         await session.commit()
                     except BaseException:
@@ -182,6 +211,8 @@ class DatabaseManager:
                     attempt, attempts, delay, type(error).__name__,
                 )
                 await asyncio.sleep(delay)
+                if abandoned.is_set():
+                    raise _Abandoned from error
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def health(self, timeout_s: float = 2.0) -> HealthStatus:
