@@ -25,7 +25,9 @@ What it does:
    with the same idempotency key. ``COMMIT_OUTCOME_UNKNOWN`` (or a lost HTTP connection)
    is retried when that is safe (an idempotency key, or an operation idempotent by
    itself); a result written without a key is looked up first and sent again only if
-   it is not there. Any other error is final: the write counts as failed.
+   it is not there. ``RESPONSE_INCOMPLETE`` with ``committed: true`` counts as acknowledged
+   (the server says the write committed; only its reply could not be read). Any other
+   error is final: the write counts as failed.
 5. Restarts PostgreSQL ``--restarts`` times, evenly spaced: ``pg_ctl stop -m fast`` (or
    ``--stop-mode immediate``), ``--down`` seconds down, ``pg_ctl start``; a prober
    watches ``/healthz`` and ``/readyz`` meanwhile.
@@ -436,6 +438,9 @@ def _top_level_error(error: dict[str, Any]) -> Answer:
         return Answer("retry", code)
     if code in ("COMMIT_OUTCOME_UNKNOWN", "TIMEOUT"):  # a TIMEOUT's commit may have landed
         return Answer("unknown", code)
+    if code == "RESPONSE_INCOMPLETE" and extensions.get("committed") is True:
+        # The server says the write committed; only reading its reply failed.
+        return Answer("committed", code)
     return Answer("failed", code)
 
 
@@ -520,7 +525,7 @@ class Client:
         tries = 0
         while True:
             answer = await self.attempt(kind, query, variables, field_name)
-            if answer.status == "ok":
+            if answer.status in ("ok", "committed"):
                 break
             again = answer.status == "retry" or (answer.status == "unknown" and resend_safe)
             if answer.status == "unknown" and not resend_safe and reconcile is not None:
@@ -549,7 +554,7 @@ class Client:
     @staticmethod
     def _settle(written: Written, answer: Answer) -> None:
         # A final retryable refusal (out of budget) was not written either.
-        states = {"ok": "acked", "failed": "failed", "retry": "failed"}
+        states = {"ok": "acked", "committed": "acked", "failed": "failed", "retry": "failed"}
         written.state = states.get(answer.status, "unknown")
         written.code = answer.code
 
