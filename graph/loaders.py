@@ -117,11 +117,3 @@ class Loaders:
                     pages[ChildPageKey(pid, filter_, order, first, after)] = page
         return [pages[key] for key in keys]
 
-
-__all__ = [
-    "BehavioralTestResult",
-    "ChildPageKey",
-    "Loaders",
-    "ValidationResult",
-    "ValidationSession",
-]

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.crypto import SESSIONS as SEALED
 from persistence.enums import SessionStatus
-from persistence.filters import SessionFilter, SessionOrder, SessionSortField
+from persistence.filters import SessionFilter, SessionOrder
 from persistence.models import ValidationResult, ValidationSession
 from persistence.pagination import Keyset, Page
 from persistence.repositories.base import dialect_name, keyset_page, one_per_key
@@ -131,5 +131,3 @@ def session_conditions(f: SessionFilter) -> list[sa.ColumnElement[bool]]:
 def _c(name: str) -> sa.Column[Any]:
     return S.__table__.c[name]  # type: ignore[attr-defined,no-any-return]
 
-
-__all__ = ["SessionRepository", "SessionSortField", "session_conditions"]
