@@ -379,8 +379,13 @@ def _token_list(args: argparse.Namespace) -> int:
         print("(no tokens; create one with `migval token create --name NAME --role ROLE`)")
         return EXIT_OK
     headers = {
-        "name": "NAME", "role": "ROLE", "prefix": "PREFIX", "created": "CREATED",
-        "expires": "EXPIRES", "last_used": "LAST USED", "revoked": "REVOKED",
+        "name": "NAME",
+        "role": "ROLE",
+        "prefix": "PREFIX",
+        "created": "CREATED",
+        "expires": "EXPIRES",
+        "last_used": "LAST USED",
+        "revoked": "REVOKED",
     }
     table = [
         {key: "-" if value is None else str(value) for key, value in record.items()}

@@ -75,9 +75,7 @@ def add_db_commands(db_subparsers: Any) -> None:
     cleanup.add_argument(
         "--days", type=_days, help=f"retention in days (default: {ENV_RETENTION_DAYS} or 30)"
     )
-    cleanup.add_argument(
-        "--dry-run", action="store_true", help="only count what would be deleted"
-    )
+    cleanup.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     cleanup.add_argument(
         "--batch-size",
         type=_batch_size,
@@ -330,8 +328,9 @@ def _cleanup(args: argparse.Namespace) -> int:
     days = args.days if args.days is not None else retention_days()
 
     def progress(batch: int, counts: CleanupCounts, total: int) -> None:
-        _progress(f"cleanup: batch {batch}: deleted {counts.describe()} (of {total} "
-                  "expired sessions)")
+        _progress(
+            f"cleanup: batch {batch}: deleted {counts.describe()} (of {total} expired sessions)"
+        )
 
     report = _run(
         lambda db: cleanup(
@@ -404,8 +403,10 @@ def _backup(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     outcome = backup(settings, path, _progress)
     revision = f", schema revision {outcome.revision}" if outcome.revision else ""
-    print(f"backup written to {outcome.path} ({human_bytes(outcome.size_bytes)} in "
-          f"{outcome.seconds:.2f}s{revision})")
+    print(
+        f"backup written to {outcome.path} ({human_bytes(outcome.size_bytes)} in "
+        f"{outcome.seconds:.2f}s{revision})"
+    )
     return EXIT_OK
 
 
@@ -420,8 +421,10 @@ def _restore(args: argparse.Namespace) -> int:
         return missing
     outcome = restore(settings, args.path, _progress)
     revision = f" (schema revision {outcome.revision})" if outcome.revision else ""
-    print(f"restored {args.path}{revision} into {describe_url(settings.url)} in "
-          f"{outcome.seconds:.2f}s; check it with `migval db validate`")
+    print(
+        f"restored {args.path}{revision} into {describe_url(settings.url)} in "
+        f"{outcome.seconds:.2f}s; check it with `migval db validate`"
+    )
     return EXIT_OK
 
 

@@ -117,7 +117,9 @@ class MaskUnexpectedErrors(SchemaExtension):
                 # the reply failed. Never tell the client it may simply retry.
                 log.error(
                     "reading the reply of a committed mutation failed at %s (request id %s)",
-                    error.path, request_id, exc_info=original,
+                    error.path,
+                    request_id,
+                    exc_info=original,
                 )
                 masked.append(_response_incomplete(error, request_id))
                 continue

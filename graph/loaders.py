@@ -5,21 +5,22 @@ session (see ARCHITECTURE.md)."""
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from persistence.database import DatabaseManager
-from persistence.filters import DiscrepancyFilter, IdOrder
-from persistence.models import (
-    BehavioralTestResult,
-    ValidationDiscrepancy,
-    ValidationMetric,
-    ValidationResult,
-    ValidationSession,
+from persistence.filters import (
+    BehavioralTestFilter,
+    DiscrepancyFilter,
+    IdOrder,
+    SessionFilter,
+    SessionOrder,
 )
+from persistence.models import ValidationMetric
 from persistence.pagination import Keyset, Page
+from persistence.records import Record
 from persistence.repositories import (
     BehavioralTestRepository,
     DiscrepancyRepository,
@@ -30,6 +31,8 @@ from persistence.repositories import (
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+F = TypeVar("F", bound=Hashable)
+Ord = TypeVar("Ord", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,16 @@ class ChildPageKey:
     after: Keyset | None
 
 
+@dataclass(frozen=True, slots=True)
+class PageKey(Generic[F, Ord]):
+    """A root listing's page with its arguments (hashable: a loader key)."""
+
+    filter: F
+    order: Ord
+    first: int
+    after: Keyset | None
+
+
 class Loaders:
     """All loaders of one request; names say target and key."""
 
@@ -50,38 +63,61 @@ class Loaders:
         self.db = db
         sessions, results = SessionRepository, ResultRepository
         discrepancies, tests = DiscrepancyRepository, BehavioralTestRepository
-        self.session_by_id: DataLoader[int, ValidationSession | None] = self._loader(
+        self.session_by_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: sessions(s).list_by_ids(keys)
         )
-        self.session_by_request_id: DataLoader[str, ValidationSession | None] = self._loader(
+        self.session_by_request_id: DataLoader[str, Record | None] = self._loader(
             lambda s, keys: sessions(s).list_by_request_ids(keys)
         )
-        self.result_by_id: DataLoader[int, ValidationResult | None] = self._loader(
+        self.result_by_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: results(s).list_by_ids(keys)
         )
-        self.results_by_session_id: DataLoader[int, list[ValidationResult]] = self._loader(
+        self.results_by_session_id: DataLoader[int, list[Record]] = self._loader(
             lambda s, keys: results(s).list_by_session_ids(keys)
         )
-        self.latest_result_by_session_id: DataLoader[int, ValidationResult | None] = self._loader(
+        self.latest_result_by_session_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: results(s).latest_by_session_ids(keys)
         )
-        self.discrepancy_by_id: DataLoader[int, ValidationDiscrepancy | None] = self._loader(
+        self.discrepancy_by_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: discrepancies(s).list_by_ids(keys)
         )
-        self.discrepancies_by_result_id: DataLoader[int, list[ValidationDiscrepancy]] = (
-            self._loader(lambda s, keys: discrepancies(s).list_by_result_ids(keys))
+        self.discrepancies_by_result_id: DataLoader[int, list[Record]] = self._loader(
+            lambda s, keys: discrepancies(s).list_by_result_ids(keys)
         )
-        self.behavioral_test_by_id: DataLoader[int, BehavioralTestResult | None] = self._loader(
+        self.behavioral_test_by_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: tests(s).list_by_ids(keys)
         )
-        self.behavioral_tests_by_session_id: DataLoader[int, list[BehavioralTestResult]] = (
-            self._loader(lambda s, keys: tests(s).list_by_session_ids(keys))
+        self.behavioral_tests_by_session_id: DataLoader[int, list[Record]] = self._loader(
+            lambda s, keys: tests(s).list_by_session_ids(keys)
         )
         self.metric_by_id: DataLoader[int, ValidationMetric | None] = self._loader(
             lambda s, keys: MetricRepository(s).list_by_ids(keys)
         )
-        self.discrepancy_page_by_session: DataLoader[ChildPageKey, Page[ValidationDiscrepancy]] = (
-            DataLoader(self._discrepancy_pages)
+        self.discrepancy_page_by_session: DataLoader[ChildPageKey, Page[Record]] = DataLoader(
+            self._discrepancy_pages
+        )
+        # Root listings: the page and its total (two statements), cached per request
+        # like every loader, so a document reads each listing once.
+        self.session_page: DataLoader[PageKey[SessionFilter, SessionOrder], Page[Record]] = (
+            self._loader(
+                lambda s, keys: _each(
+                    keys, lambda k: sessions(s).list_page(k.filter, k.order, k.first, k.after)
+                )
+            )
+        )
+        self.discrepancy_page: DataLoader[PageKey[DiscrepancyFilter, IdOrder], Page[Record]] = (
+            self._loader(
+                lambda s, keys: _each(
+                    keys, lambda k: discrepancies(s).list_page(k.filter, k.order, k.first, k.after)
+                )
+            )
+        )
+        self.behavioral_test_page: DataLoader[
+            PageKey[BehavioralTestFilter, IdOrder], Page[Record]
+        ] = self._loader(
+            lambda s, keys: _each(
+                keys, lambda k: tests(s).list_page(k.filter, k.order, k.first, k.after)
+            )
         )
 
     def _loader(
@@ -93,16 +129,14 @@ class Loaders:
 
         return DataLoader(batch)
 
-    async def _discrepancy_pages(
-        self, keys: list[ChildPageKey]
-    ) -> list[Page[ValidationDiscrepancy]]:
+    async def _discrepancy_pages(self, keys: list[ChildPageKey]) -> list[Page[Record]]:
         # Keys that share their arguments become one windowed statement.
         groups: dict[tuple[DiscrepancyFilter, IdOrder, int, Keyset | None], list[int]] = (
             defaultdict(list)
         )
         for key in keys:
             groups[(key.filter, key.order, key.first, key.after)].append(key.parent_id)
-        pages: dict[ChildPageKey, Page[ValidationDiscrepancy]] = {}
+        pages: dict[ChildPageKey, Page[Record]] = {}
         async with self.db.read_session() as session:
             repo = DiscrepancyRepository(session)
             for (filter_, order, first, after), parent_ids in groups.items():
@@ -117,3 +151,8 @@ class Loaders:
                     pages[ChildPageKey(pid, filter_, order, first, after)] = page
         return [pages[key] for key in keys]
 
+
+async def _each(keys: Sequence[K], fetch: Callable[[K], Awaitable[V]]) -> list[V]:
+    """One fetch per key, in turn on the batch's session (root listings: a document
+    rarely asks for the same listing with different arguments)."""
+    return [await fetch(key) for key in keys]

@@ -1,17 +1,19 @@
 """Root query fields. Lists read through repositories on one short read session;
 nested fields go through the request's loaders."""
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 
 from graph.context import Context
 from graph.errors import BadUserInput
 from graph.ids import from_global_id
+from graph.loaders import PageKey
 from graph.permissions import IsViewer
 from graph.types.behavioral_test import BehavioralTestResult
-from graph.types.common import Connection, MetricPeriod, Node, connection_from_page
+from graph.types.common import Connection, MetricPeriod, Node, connection_from_page, row_id
 from graph.types.discrepancy import Discrepancy
 from graph.types.inputs import (
     BehavioralTestFilterInput,
@@ -30,14 +32,54 @@ from graph.types.pagination import After, First, page_args
 from graph.types.result import ValidationResult
 from graph.types.session import ValidationSession
 from persistence.errors import ValidationFailed
-from persistence.repositories import (
-    BehavioralTestRepository,
-    DiscrepancyRepository,
-    SessionRepository,
+from persistence.filters import (
+    BehavioralTestFilter,
+    DiscrepancyFilter,
+    IdOrder,
+    SessionFilter,
+    SessionOrder,
 )
+from persistence.records import Record
 from persistence.services.metrics import MetricsService
 
 Info = strawberry.Info[Context, None]
+
+
+# Loader keys of the root listings, from the fields' arguments (graph.plan uses them too).
+def session_page_key(
+    filter: SessionFilterInput | None,
+    order_by: SessionOrderInput | None,
+    first: int,
+    after: str | None,
+) -> PageKey[SessionFilter, SessionOrder]:
+    size, keyset = page_args(first, after)
+    return PageKey(to_session_filter(filter), to_session_order(order_by), size, keyset)
+
+
+def discrepancy_page_key(
+    filter: DiscrepancyFilterInput | None,
+    order_by: IdOrderInput | None,
+    first: int,
+    after: str | None,
+) -> PageKey[DiscrepancyFilter, IdOrder]:
+    size, keyset = page_args(first, after)
+    return PageKey(to_discrepancy_filter(filter), to_id_order(order_by), size, keyset)
+
+
+def behavioral_test_page_key(
+    filter: BehavioralTestFilterInput | None,
+    order_by: IdOrderInput | None,
+    first: int,
+    after: str | None,
+) -> PageKey[BehavioralTestFilter, IdOrder]:
+    size, keyset = page_args(first, after)
+    return PageKey(to_behavioral_filter(filter), to_id_order(order_by), size, keyset)
+
+
+def session_sort_value(key: PageKey[SessionFilter, SessionOrder]) -> Callable[[Record], Any]:
+    """What a session listing's cursors carry besides the id: its sort column."""
+    column = key.order.field.value
+    return lambda row: getattr(row, column)
 
 
 @strawberry.type(
@@ -105,17 +147,10 @@ class Query:
         first: First = 20,
         after: After = None,
     ) -> Connection[ValidationSession]:
-        size, keyset = page_args(first, after)
-        order = to_session_order(order_by)
-        async with info.context.db.read_session() as session:
-            page = await SessionRepository(session).list_page(
-                to_session_filter(filter), order, size, keyset
-            )
+        key = session_page_key(filter, order_by, first, after)
+        page = await info.context.loaders.session_page.load(key)
         return connection_from_page(
-            page,
-            ValidationSession.from_row,
-            lambda r: getattr(r, order.field.value),
-            after is not None,
+            page, ValidationSession.from_row, session_sort_value(key), after is not None
         )
 
     @strawberry.field(
@@ -136,12 +171,9 @@ class Query:
         first: First = 20,
         after: After = None,
     ) -> Connection[Discrepancy]:
-        size, keyset = page_args(first, after)
-        async with info.context.db.read_session() as session:
-            page = await DiscrepancyRepository(session).list_page(
-                to_discrepancy_filter(filter), to_id_order(order_by), size, keyset
-            )
-        return connection_from_page(page, Discrepancy.from_row, lambda r: r.id, after is not None)
+        key = discrepancy_page_key(filter, order_by, first, after)
+        page = await info.context.loaders.discrepancy_page.load(key)
+        return connection_from_page(page, Discrepancy.from_row, row_id, after is not None)
 
     @strawberry.field(
         description="Behavioral test results matching a filter.",
@@ -161,14 +193,9 @@ class Query:
         first: First = 20,
         after: After = None,
     ) -> Connection[BehavioralTestResult]:
-        size, keyset = page_args(first, after)
-        async with info.context.db.read_session() as session:
-            page = await BehavioralTestRepository(session).list_page(
-                to_behavioral_filter(filter), to_id_order(order_by), size, keyset
-            )
-        return connection_from_page(
-            page, BehavioralTestResult.from_row, lambda r: r.id, after is not None
-        )
+        key = behavioral_test_page_key(filter, order_by, first, after)
+        page = await info.context.loaders.behavioral_test_page.load(key)
+        return connection_from_page(page, BehavioralTestResult.from_row, row_id, after is not None)
 
     @strawberry.field(
         description="Metrics of a period kind, oldest first (at most 1000): stored rollups of closed periods, then live figures (databaseId 0, never stored) for the open period and closed periods not rolled up yet.",

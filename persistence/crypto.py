@@ -49,6 +49,7 @@ from sqlmodel import SQLModel
 
 from persistence.errors import ConfigurationError, ValidationFailed
 from persistence.models import BehavioralTestResult, ValidationSession
+from persistence.records import OpenedRow, Record
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +361,16 @@ class SealedTable:
         if ring is None:
             raise DecryptionError(f"{where}: the value is encrypted but {ENV_KEYS} is not set")
         return ring.open(value, associated_data(self.table, column, self.row_key, row_key), where)
+
+    def open_row(self, row: Record) -> Record:
+        """A Core row with its sealed cells as plaintext (the row itself when none is
+        sealed: rows written without keys, or NULLs)."""
+        if not any(is_envelope(getattr(row, column)) for column in self.columns):
+            return row
+        values = dict(row._mapping)
+        for column in self.columns:
+            values[column] = self.open(column, values.get(self.row_key), values[column])
+        return OpenedRow(values)
 
     def open_instance(self, target: Any, attrs: Iterable[str] | None = None) -> None:
         """Replace loaded envelopes on an ORM instance by their plaintext, as committed

@@ -208,7 +208,10 @@ class DatabaseManager:
                     ) from error
                 log.warning(
                     "transient database error, retry %d/%d in %.3fs: %s",
-                    attempt, attempts, delay, type(error).__name__,
+                    attempt,
+                    attempts,
+                    delay,
+                    type(error).__name__,
                 )
                 await asyncio.sleep(delay)
                 if abandoned.is_set():

@@ -208,7 +208,10 @@ async def _claim(repo: IdempotencyKeyRepository, request: IdempotencyRequest) ->
     for _ in range(_CLAIM_ATTEMPTS):
         now = datetime.now(UTC)
         key_id = await repo.insert_if_absent(
-            request.scope, request.key, request.operation, request.request_hash,
+            request.scope,
+            request.key,
+            request.operation,
+            request.request_hash,
             now + request.ttl,
         )
         if key_id is not None:
@@ -236,9 +239,7 @@ async def _claim(repo: IdempotencyKeyRepository, request: IdempotencyRequest) ->
 def replayed_row(row: R | None) -> R:
     """The re-read object of a replay; NotFound when it was deleted since."""
     if row is None:
-        raise NotFound(
-            FIELD, "the object returned by the request with this key no longer exists"
-        )
+        raise NotFound(FIELD, "the object returned by the request with this key no longer exists")
     return row
 
 

@@ -65,9 +65,9 @@ async def session_db_id(
     if session_id is not None:
         return expect_global_id(session_id, "ValidationSession", "session_id")
     row = await context.loaders.session_by_request_id.load(request_id or "")
-    if row is None or row.id is None:
+    if row is None:
         raise NotFound("request_id", f"no session with requestId {request_id!r}")
-    return row.id
+    return int(row.id)
 
 
 def idempotency_request(

@@ -17,6 +17,7 @@ from graph.types.common import optional as _f
 from graph.types.discrepancy import Discrepancy
 from persistence.idempotency import IdempotencyRequest
 from persistence.models import ValidationDiscrepancy
+from persistence.records import Record
 from persistence.services import DiscrepancyService
 
 Info = strawberry.Info[Context, None]
@@ -108,7 +109,7 @@ class DiscrepancyMutations:
     ) -> ResolveDiscrepanciesPayload:
         key = idempotency_request(info, input)
 
-        async def run() -> list[ValidationDiscrepancy]:
+        async def run() -> list[Record]:
             ids = [expect_global_id(g, "Discrepancy", f"ids[{i}]") for i, g in enumerate(input.ids)]
             return await DiscrepancyService(info.context.db).resolve_many(
                 ids, input.resolved_by, input.notes, key

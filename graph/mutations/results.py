@@ -1,5 +1,7 @@
 """Recording validation results (with discrepancies) and behavioral test results."""
 
+from collections.abc import Sequence
+
 import strawberry
 
 from graph.context import Context
@@ -26,6 +28,7 @@ from graph.types.common import optional as _f
 from graph.types.result import ValidationResult
 from persistence.models import BehavioralTestResult as BehavioralTestRow
 from persistence.models import ValidationResult as ValidationResultRow
+from persistence.records import Record
 from persistence.services import BehavioralTestService, ResultService
 
 Info = strawberry.Info[Context, None]
@@ -118,7 +121,7 @@ class ResultMutations:
     ) -> RecordValidationResultPayload:
         key = idempotency_request(info, input)
 
-        async def run() -> ValidationResultRow:
+        async def run() -> ValidationResultRow | Record:
             sid = await session_db_id(info.context, input.session_id, input.request_id)
             result = input_values(input, _SESSION_REF | {"discrepancies"})
             items = [input_values(d) for d in input.discrepancies or []]
@@ -139,7 +142,7 @@ class ResultMutations:
     ) -> RecordBehavioralTestResultsPayload:
         key = idempotency_request(info, input)
 
-        async def run() -> list[BehavioralTestRow]:
+        async def run() -> Sequence[BehavioralTestRow | Record]:
             sid = await session_db_id(info.context, input.session_id, input.request_id)
             tests = [input_values(t) for t in input.tests]
             return await BehavioralTestService(info.context.db).record(sid, tests, key)

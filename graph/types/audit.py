@@ -39,14 +39,22 @@ class AuditLogEntry:
     entity_global_id: strawberry.ID | None = desc(
         "Global ID of the changed object, usable with node(id:) while it exists; null for several rows."
     )
-    actor_name: str = desc("Who did it: the API token's name, \"anonymous\" or \"system\" (CLI and jobs).")
-    actor_role: str | None = desc("The actor's role at the time (viewer, writer, admin); null if anonymous without a role.")
+    actor_name: str = desc(
+        'Who did it: the API token\'s name, "anonymous" or "system" (CLI and jobs).'
+    )
+    actor_role: str | None = desc(
+        "The actor's role at the time (viewer, writer, admin); null if anonymous without a role."
+    )
     actor_token_id: int | None = desc("Database id of the API token used; null without a token.")
     before: JSON | None = desc("Relevant state before the change (redacted); null for creations.")
     after: JSON | None = desc("Relevant state after the change (redacted); null for deletions.")
-    request_id: str | None = desc("Request id of the API call (X-Request-ID), to match server logs.")
+    request_id: str | None = desc(
+        "Request id of the API call (X-Request-ID), to match server logs."
+    )
     client_address: str | None = desc("Network address of the client, as the server saw it.")
-    created_at: datetime = desc("When it was recorded: the database clock in the change's transaction (UTC).")
+    created_at: datetime = desc(
+        "When it was recorded: the database clock in the change's transaction (UTC)."
+    )
 
     @classmethod
     def from_row(cls, row: Any) -> Self:
@@ -77,13 +85,16 @@ class AuditLogFilterInput:
         default=None, description="Any of these operations (e.g. deleteSession)."
     )
     entity: strawberry.ID | None = strawberry.field(
-        default=None, description="Only entries about this object (global ID of a session, result, discrepancy or behavioral test)."
+        default=None,
+        description="Only entries about this object (global ID of a session, result, discrepancy or behavioral test).",
     )
     entity_type: str | None = strawberry.field(
-        default=None, description="Only entries about rows of this table (e.g. validation_sessions)."
+        default=None,
+        description="Only entries about rows of this table (e.g. validation_sessions).",
     )
     entity_id: str | None = strawberry.field(
-        default=None, description="Only entries about the row with this database id (use with entityType)."
+        default=None,
+        description="Only entries about the row with this database id (use with entityType).",
     )
     actor_name: str | None = strawberry.field(
         default=None, description="Only changes by this actor (token name, anonymous or system)."
@@ -117,7 +128,10 @@ def to_audit_filter(f: AuditLogFilterInput | None) -> AuditLogFilter:
             if node_type not in _ENTITY_OF_NODE_TYPE:
                 raise ValidationFailed("filter.entity", f"{node_type} objects are not audited")
             entity_type, entity_id = _ENTITY_OF_NODE_TYPE[node_type], str(db_id)
-        for name, value in (("filter.createdFrom", f.created_from), ("filter.createdTo", f.created_to)):
+        for name, value in (
+            ("filter.createdFrom", f.created_from),
+            ("filter.createdTo", f.created_to),
+        ):
             if value is not None and value.tzinfo is None:
                 raise ValidationFailed(name, "must include a timezone offset")
     except ValidationFailed as error:

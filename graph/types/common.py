@@ -116,6 +116,11 @@ def connection_from_page(
     )
 
 
+def row_id(row: Any) -> int:
+    """The sort value of listings ordered by id (their cursors carry it)."""
+    return int(row.id)
+
+
 class FromRow:
     """Builds a type from a table row: same-named columns, plus ``id`` (global) and
     ``database_id``; relations resolve through loaders, never from the row."""

@@ -18,6 +18,7 @@ from graph.types.common import (
     ValidationScope,
     connection_from_page,
     desc,
+    row_id,
 )
 from graph.types.inputs import DiscrepancyFilterInput, to_discrepancy_filter
 from graph.types.pagination import After, First, page_args
@@ -32,6 +33,14 @@ Info = strawberry.Info[Context, None]
 ResultRef = Annotated["ValidationResult", strawberry.lazy("graph.types.result")]
 DiscrepancyRef = Annotated["Discrepancy", strawberry.lazy("graph.types.discrepancy")]
 TestRef = Annotated["BehavioralTestResult", strawberry.lazy("graph.types.behavioral_test")]
+
+
+def session_discrepancies_key(
+    session_id: int, filter: DiscrepancyFilterInput | None, first: int, after: str | None
+) -> ChildPageKey:
+    """Loader key of ValidationSession.discrepancies (graph.plan uses it too)."""
+    size, keyset = page_args(first, after)
+    return ChildPageKey(session_id, to_discrepancy_filter(filter), IdOrder(), size, keyset)
 
 
 @strawberry.type(
@@ -95,10 +104,9 @@ class ValidationSession(Node, FromRow):
     ) -> Connection[DiscrepancyRef]:
         from graph.types.discrepancy import Discrepancy
 
-        size, keyset = page_args(first, after)
-        key = ChildPageKey(self.database_id, to_discrepancy_filter(filter), IdOrder(), size, keyset)
+        key = session_discrepancies_key(self.database_id, filter, first, after)
         page = await info.context.loaders.discrepancy_page_by_session.load(key)
-        return connection_from_page(page, Discrepancy.from_row, lambda r: r.id, after is not None)
+        return connection_from_page(page, Discrepancy.from_row, row_id, after is not None)
 
     @strawberry.field(description="Behavioral test results of this session, oldest first.")
     async def behavioral_tests(self, info: Info) -> list[TestRef]:

@@ -56,7 +56,7 @@ def to_period(bucket: TimeBucket | None) -> MetricPeriod | None:
     description=(
         "One group of discrepancies. Key fields the query did not group by are null; a "
         "grouped key is null too for discrepancies without that value (componentType)."
-    )
+    ),
 )
 class DiscrepancyStatsRowType:
     severity: SeverityLevel | None = desc("Severity of the group (when grouped by SEVERITY).")
@@ -65,7 +65,9 @@ class DiscrepancyStatsRowType:
     source_technology: TechnologyType | None = desc("Session source stack (SOURCE_TECHNOLOGY).")
     target_technology: TechnologyType | None = desc("Session target stack (TARGET_TECHNOLOGY).")
     scope: ValidationScope | None = desc("Session validation scope (SCOPE).")
-    bucket_start: datetime | None = desc("Start of the time bucket (UTC), when a bucket is asked for.")
+    bucket_start: datetime | None = desc(
+        "Start of the time bucket (UTC), when a bucket is asked for."
+    )
     count: int = desc("Discrepancies in the group.")
     resolved_count: int = desc("Of which resolved.")
 

@@ -73,8 +73,7 @@ def restore(settings: DatabaseSettings, source: Path, progress: Progress) -> Bac
         started = time.perf_counter()
         with _sqlite_errors():
             revision = _sqlite_restore(source, target, progress)
-        return BackupOutcome(target, target.stat().st_size, time.perf_counter() - started,
-                             revision)
+        return BackupOutcome(target, target.stat().st_size, time.perf_counter() - started, revision)
     if kind != "pg_dump":
         raise BackupError(_wrong_kind(source, kind, "PostgreSQL"))
     started = time.perf_counter()
@@ -112,9 +111,11 @@ def _sqlite_errors() -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as error:
-        hint = " (another process holds the database: stop the server and retry)" if (
-            "locked" in str(error) or "busy" in str(error)
-        ) else ""
+        hint = (
+            " (another process holds the database: stop the server and retry)"
+            if ("locked" in str(error) or "busy" in str(error))
+            else ""
+        )
         raise BackupError(f"SQLite: {error}{hint}") from None
 
 
@@ -124,9 +125,10 @@ def _sqlite_backup(source: Path, dest: Path, progress: Progress) -> str | None:
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
-        with closing(sqlite3.connect(source, timeout=30)) as src, closing(
-            sqlite3.connect(partial)
-        ) as dst:
+        with (
+            closing(sqlite3.connect(source, timeout=30)) as src,
+            closing(sqlite3.connect(partial)) as dst,
+        ):
             src.backup(dst, pages=PAGES_PER_STEP, progress=_page_progress(progress))
             # A self-contained single file (no -wal beside it) whatever the source mode.
             dst.execute("PRAGMA journal_mode=DELETE")
@@ -144,8 +146,9 @@ def _sqlite_restore(source: Path, target: Path, progress: Progress) -> str | Non
         _check_copy(src, source)
         revision = _sqlite_revision(src)
         if revision is None:
-            raise BackupError(f"{source} is a SQLite database without alembic_version: not "
-                              "a migval backup")
+            raise BackupError(
+                f"{source} is a SQLite database without alembic_version: not a migval backup"
+            )
         progress(f"restoring {source} (revision {revision}) into {target}")
         with closing(sqlite3.connect(target, timeout=30)) as dst:
             src.backup(dst, pages=PAGES_PER_STEP, progress=_page_progress(progress))
@@ -210,7 +213,8 @@ def _libpq_env(settings: DatabaseSettings) -> dict[str, str]:
         "PGUSER": url.username,
         "PGPASSWORD": url.password if isinstance(url.password, str) else None,
         "PGDATABASE": url.database,
-        "PGSSLMODE": "verify-full" if settings.ssl_mode is SSLMode.VERIFY_FULL
+        "PGSSLMODE": "verify-full"
+        if settings.ssl_mode is SSLMode.VERIFY_FULL
         else settings.ssl_mode.value,
         "PGSSLROOTCERT": settings.ssl_root_cert,
         "PGCONNECT_TIMEOUT": "10",

@@ -128,9 +128,7 @@ async def cleanup(
         total = await session.scalar(sa.select(sa.func.count()).select_from(expired.subquery()))
 
     async def one_batch(session: AsyncSession) -> CleanupCounts:
-        ids = list(
-            (await session.scalars(expired.order_by(SESSIONS.c.id).limit(batch_size))).all()
-        )
+        ids = list((await session.scalars(expired.order_by(SESSIONS.c.id).limit(batch_size))).all())
         if not ids:
             return CleanupCounts()
         counts = await _count(session, sa.select(SESSIONS.c.id).where(SESSIONS.c.id.in_(ids)))

@@ -73,8 +73,9 @@ def encode_value(value: Any) -> Any:
 
 def encode_row(row: dict[str, Any]) -> str:
     data = {key: encode_value(value) for key, value in row.items()}
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":"))
+    return json.dumps(
+        data, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
 
 
 async def export_database(

@@ -68,13 +68,16 @@ async def import_database(
 ) -> ImportReport:
     manifest = read_manifest(directory)
     entries = verify_files(directory, manifest)
-    report = ImportReport(directory, str(manifest["schema_revision"]),
-                          str(manifest.get("source_dialect", "?")))
+    report = ImportReport(
+        directory, str(manifest["schema_revision"]), str(manifest.get("source_dialect", "?"))
+    )
     async with db.engine.begin() as conn:
         revision = await _revision(conn)
         if revision is None:
-            raise ImportRefused("the target database is not migrated: run `migval db init` "
-                                f"(or `migval db migrate {report.revision}`) first")
+            raise ImportRefused(
+                "the target database is not migrated: run `migval db init` "
+                f"(or `migval db migrate {report.revision}`) first"
+            )
         if revision != report.revision:
             raise ImportRefused(
                 f"the export is at schema revision {report.revision} but the target database "
@@ -84,8 +87,10 @@ async def import_database(
         filled = {name: n for name, n in counts.items() if n}
         if filled:
             listed = ", ".join(f"{name} has {n} rows" for name, n in filled.items())
-            raise ImportRefused(f"the target database is not empty ({listed}); import only "
-                                "into an empty, migrated database")
+            raise ImportRefused(
+                f"the target database is not empty ({listed}); import only "
+                "into an empty, migrated database"
+            )
         for entry in entries:
             report.tables[entry.table.name] = await _load_table(conn, entry, db.dialect, progress)
         if db.dialect == "postgresql":
@@ -166,8 +171,10 @@ def _insert_target(table: sa.Table, dialect: str) -> sa.TableClause:
     for column in table.c:
         type_: Any = column.type
         if isinstance(type_, sa.JSON):
-            type_ = postgresql.JSONB(none_as_null=True) if dialect == "postgresql" else sa.JSON(
-                none_as_null=True
+            type_ = (
+                postgresql.JSONB(none_as_null=True)
+                if dialect == "postgresql"
+                else sa.JSON(none_as_null=True)
             )
         columns.append(sa.column(column.name, type_))
     return sa.table(table.name, *columns)

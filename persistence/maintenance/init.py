@@ -81,8 +81,10 @@ async def create_postgres_if_missing(settings: DatabaseSettings) -> CreateOutcom
             last_error = error
         finally:
             await admin.dispose()
-    raise InitError(f"cannot connect to the server's {' or '.join(ADMIN_DATABASES)} database "
-                    f"to create {name!r}: {last_error}")
+    raise InitError(
+        f"cannot connect to the server's {' or '.join(ADMIN_DATABASES)} database "
+        f"to create {name!r}: {last_error}"
+    )
 
 
 def migrate_to_head(url: str) -> None:

@@ -69,8 +69,7 @@ class IntegrityReport:
             "ok": self.ok,
             "dialect": self.dialect,
             "checks": [
-                {"name": c, "ok": not any(p.check == c for p in self.problems)}
-                for c in self.checks
+                {"name": c, "ok": not any(p.check == c for p in self.problems)} for c in self.checks
             ],
             "skipped": self.skipped,
             "problems": [
@@ -113,15 +112,20 @@ async def validate(db: DatabaseManager) -> IntegrityReport:
         head = head_revision()
         if revision is None:
             report.problems.append(
-                Problem("schema", "the database is not migrated (no alembic_version); run "
-                        "`migval db init` or `migval db migrate`")
+                Problem(
+                    "schema",
+                    "the database is not migrated (no alembic_version); run "
+                    "`migval db init` or `migval db migrate`",
+                )
             )
             report.skipped.append("data checks: no schema")
             return report
         if revision != head:
             report.problems.append(
-                Problem("schema", f"schema revision {revision} is not the head {head}; run "
-                        "`migval db migrate`")
+                Problem(
+                    "schema",
+                    f"schema revision {revision} is not the head {head}; run `migval db migrate`",
+                )
             )
         if db.dialect == "sqlite":
             report.checks.append("sqlite_integrity")
@@ -196,8 +200,10 @@ async def _pg_constraints(session: AsyncSession, report: IntegrityReport) -> Non
     )
     for table, name in not_valid.all():
         report.problems.append(
-            Problem("foreign_keys", f"constraint {name} on {table} is NOT VALID (not enforced "
-                    "for existing rows)")
+            Problem(
+                "foreign_keys",
+                f"constraint {name} on {table} is NOT VALID (not enforced for existing rows)",
+            )
         )
     disabled = await session.execute(
         sa.text(
@@ -277,8 +283,9 @@ async def _ranges(session: AsyncSession, report: IntegrityReport) -> None:
             count, ids = await _sample(session, table, condition)
             if count:
                 report.problems.append(
-                    Problem("ranges", f"{table.name}.{column.name}: {count} values {what}",
-                            count, ids)
+                    Problem(
+                        "ranges", f"{table.name}.{column.name}: {count} values {what}", count, ids
+                    )
                 )
 
 
@@ -329,6 +336,10 @@ async def _sqlite_json(session: AsyncSession, report: IntegrityReport) -> None:
             count, ids = await _sample(session, table, condition)
             if count:
                 report.problems.append(
-                    Problem("json", f"{table.name}.{column.name}: {count} values are not JSON",
-                            count, ids)
+                    Problem(
+                        "json",
+                        f"{table.name}.{column.name}: {count} values are not JSON",
+                        count,
+                        ids,
+                    )
                 )

@@ -184,8 +184,9 @@ async def _import_plan(
         difference = await plan_difference(session, session_id, stored.status, plan)
         if difference is not None:
             raise Conflict("request_id", f"already imported with different content: {difference}")
-        return SessionOutcome(index, rid, Outcome.SKIPPED, "already imported, same content",
-                              session_id)
+        return SessionOutcome(
+            index, rid, Outcome.SKIPPED, "already imported, same content", session_id
+        )
     discrepancy_count = 0
     for i, result in enumerate(plan.results):
         rows = [d.fields for d in result.discrepancies]
@@ -216,8 +217,9 @@ async def _import_plan(
             where = (error.field or "").replace("tests[", "behavioral_results[", 1)
             raise ValidationFailed(where or "behavioral_results", error.message) from None
         for test, b in zip(tests, plan.behavioral, strict=True):
-            await _stamp(session, BEHAVIORAL_TESTS, [test.id], b.created_at or plan.created_at,
-                         b.updated_at)
+            await _stamp(
+                session, BEHAVIORAL_TESTS, [test.id], b.created_at or plan.created_at, b.updated_at
+            )
     status = plan.status or SessionStatus.PENDING
     changes: dict[str, Any] = {}
     if status is not SessionStatus.PENDING:

@@ -168,9 +168,7 @@ async def _stored(
     return list((await session.scalars(stmt)).all())
 
 
-def _rows_differ(
-    label: str, table: sa.Table, stored: list[Any], wanted: list[Any]
-) -> str | None:
+def _rows_differ(label: str, table: sa.Table, stored: list[Any], wanted: list[Any]) -> str | None:
     if len(stored) != len(wanted):
         return f"{label}: {len(stored)} in the database, {len(wanted)} in the file"
     for i, (row, item) in enumerate(zip(stored, wanted, strict=True)):
@@ -184,8 +182,7 @@ def _rows_differ(
 
 
 def _fields_differ(where: str, table: sa.Table, stored: Any, wanted: Stamped) -> str | None:
-    links = {name: getattr(stored, name) for name in ("session_id", "result_id")
-             if name in table.c}
+    links = {name: getattr(stored, name) for name in ("session_id", "result_id") if name in table.c}
     checked = check_row(table, {**wanted.fields, **links}, where)
     for name in wanted.fields:
         if getattr(stored, name) != checked[name]:

@@ -124,7 +124,8 @@ def _describe_rollup(outcome: Any) -> str:
     for period in getattr(outcome, "periods", ()) or ():
         kind = getattr(period, "period", "?")
         name = getattr(kind, "value", kind)
-        figures = [f"{getattr(period, key, '?')} {key}" for key in ("computed", "inserted",
-                                                                    "updated")]
+        figures = [
+            f"{getattr(period, key, '?')} {key}" for key in ("computed", "inserted", "updated")
+        ]
         parts.append(f"{name} {', '.join(figures)}")
     return "; ".join(parts) if parts else "done"

@@ -32,10 +32,7 @@ Executor = AsyncSession | AsyncConnection
 async def row_counts(conn: Executor, tables: tuple[sa.Table, ...] = TABLES) -> dict[str, int]:
     """Rows per table, in ``tables`` order, in one statement."""
     stmt = sa.select(
-        *(
-            sa.select(sa.func.count()).select_from(t).scalar_subquery().label(t.name)
-            for t in tables
-        )
+        *(sa.select(sa.func.count()).select_from(t).scalar_subquery().label(t.name) for t in tables)
     )
     row = (await conn.execute(stmt)).one()
     return {name: int(value) for name, value in row._mapping.items()}

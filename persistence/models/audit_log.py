@@ -20,9 +20,7 @@ class AuditLogEntry(SQLModel, table=True):
     # BIGINT on PostgreSQL (it only grows); SQLite's rowid is 64-bit already.
     id: int | None = Field(
         default=None,
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
-        ),
+        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
     )
     actor_token_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     actor_name: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))

@@ -20,9 +20,7 @@ metadata = SQLModel.metadata
 
 
 def created_at_column() -> sa.Column[datetime]:
-    return sa.Column(
-        "created_at", UTCDateTime(), nullable=False, server_default=utcnow()
-    )
+    return sa.Column("created_at", UTCDateTime(), nullable=False, server_default=utcnow())
 
 
 def updated_at_column() -> sa.Column[datetime]:

@@ -31,9 +31,7 @@ class IdempotencyKey(SQLModel, table=True):
     # BIGINT on PostgreSQL (one row per keyed write); SQLite's rowid is 64-bit already.
     id: int | None = Field(
         default=None,
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
-        ),
+        sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
     )
     # Whose key it is: "token:<api token id>", or "anonymous".
     scope: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))

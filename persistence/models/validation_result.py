@@ -57,9 +57,7 @@ class ValidationResult(SQLModel, table=True):
     result_metadata: Any = Field(default=None, sa_column=sa.Column(JSONType))
     result_type: ResultType = Field(
         default=ResultType.STATIC,
-        sa_column=sa.Column(
-            StrEnumType(ResultType, 50), nullable=False, server_default="static"
-        ),
+        sa_column=sa.Column(StrEnumType(ResultType, 50), nullable=False, server_default="static"),
     )
 
     created_at: datetime | None = Field(default=None, sa_column=created_at_column())

@@ -27,14 +27,12 @@ class ValidationSession(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_validation_sessions_request_id", "request_id", unique=True),
         sa.Index("ix_validation_sessions_status_created", "status", "created_at"),
-        sa.Index(
-            "ix_validation_sessions_technologies", "source_technology", "target_technology"
-        ),
+        sa.Index("ix_validation_sessions_technologies", "source_technology", "target_technology"),
         # Keyset pagination of the session list walks (created_at, id).
         sa.Index("ix_validation_sessions_created_id", "created_at", "id"),
-        sa.Index(
-            "ix_session_metadata_type", sa.text("(session_metadata ->> 'type')")
-        ).ddl_if(dialect="postgresql"),
+        sa.Index("ix_session_metadata_type", sa.text("(session_metadata ->> 'type')")).ddl_if(
+            dialect="postgresql"
+        ),
         sa.Index(
             "ix_validation_scenarios",
             "validation_scenarios",
@@ -75,24 +73,14 @@ class ValidationSession(SQLModel, table=True):
         ),
     )
 
-    source_technology: TechnologyType = Field(
-        sa_column=sa.Column(technology_type, nullable=False)
-    )
-    source_technology_version: str | None = Field(
-        default=None, sa_column=sa.Column(sa.String(100))
-    )
+    source_technology: TechnologyType = Field(sa_column=sa.Column(technology_type, nullable=False))
+    source_technology_version: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
     source_framework_details: Any = Field(default=None, sa_column=sa.Column(JSONType))
-    target_technology: TechnologyType = Field(
-        sa_column=sa.Column(technology_type, nullable=False)
-    )
-    target_technology_version: str | None = Field(
-        default=None, sa_column=sa.Column(sa.String(100))
-    )
+    target_technology: TechnologyType = Field(sa_column=sa.Column(technology_type, nullable=False))
+    target_technology_version: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
     target_framework_details: Any = Field(default=None, sa_column=sa.Column(JSONType))
 
-    validation_scope: ValidationScope = Field(
-        sa_column=sa.Column(validation_scope, nullable=False)
-    )
+    validation_scope: ValidationScope = Field(sa_column=sa.Column(validation_scope, nullable=False))
 
     source_input_type: InputType = Field(sa_column=sa.Column(input_type, nullable=False))
     source_files: Any = Field(default=None, sa_column=sa.Column(JSONType))

@@ -18,6 +18,7 @@ from persistence.models import (
     ValidationResult,
 )
 from persistence.pagination import Keyset, Page
+from persistence.records import Record
 from persistence.repositories.base import keyset_page
 
 A = AuditLogEntry
@@ -35,11 +36,16 @@ class AuditRepository:
 
     async def list_page(
         self, filter_: AuditLogFilter, first: int, after: Keyset | None
-    ) -> Page[AuditLogEntry]:
+    ) -> Page[Record]:
         """Newest first, keyset on (created_at, id)."""
         return await keyset_page(
-            self.session, A, audit_conditions(filter_), _c("created_at"), SortDirection.DESC,
-            first, after,
+            self.session,
+            A,
+            audit_conditions(filter_),
+            _c("created_at"),
+            SortDirection.DESC,
+            first,
+            after,
         )
 
     async def session_child_counts(self, session_id: int) -> dict[str, int]:

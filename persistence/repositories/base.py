@@ -3,18 +3,22 @@
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 from sqlmodel import SQLModel
 
 from persistence.errors import ValidationFailed
 from persistence.filters import SortDirection
 from persistence.pagination import Keyset, Page
+from persistence.records import Record, fetch_records
+
+if TYPE_CHECKING:
+    from persistence.crypto import SealedTable
 
 M = TypeVar("M", bound=SQLModel)
+T = TypeVar("T")
 # Exclusive upper bounds of INTEGER and BIGINT keys.
 _INT_LIMIT = {False: 2**31, True: 2**63}
 K = TypeVar("K", bound=Hashable)
@@ -67,18 +71,21 @@ async def keyset_page(
     direction: SortDirection,
     first: int,
     after: Keyset | None,
-) -> Page[M]:
-    """One page (first+1 rows to learn has_next) plus the filtered total."""
-    id_col: sa.ColumnElement[int] = model.id  # type: ignore[attr-defined]
+    sealed: "SealedTable | None" = None,
+) -> Page[Record]:
+    """One page (first+1 rows to learn has_next) plus the filtered total, as Core
+    rows (sealed cells opened)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    id_col: sa.ColumnElement[int] = table.c.id
     total = await session.scalar(sa.select(sa.func.count()).select_from(model).where(*conditions))
     # first+1 rows even for first=0: the extra row alone tells whether a next page exists.
     stmt = (
-        sa.select(model)
+        sa.select(table)
         .where(*conditions, *keyset_after(sort_col, id_col, direction, after))
         .order_by(*ordering(sort_col, id_col, direction))
         .limit(first + 1)
     )
-    rows = (await session.scalars(stmt)).all()
+    rows = await fetch_records(session, stmt, sealed)
     return Page(items=rows[:first], total_count=total or 0, has_next_page=len(rows) > first)
 
 
@@ -91,7 +98,7 @@ async def pages_by_parent(
     direction: SortDirection,
     first: int,
     after: Keyset | None,
-) -> list[Page[M]]:
+) -> list[Page[Record]]:
     """For each parent id (in order), a page of its children, in ONE statement.
 
     count(*) OVER the filtered children gives the total; ROW_NUMBER() partitioned by
@@ -121,9 +128,8 @@ async def pages_by_parent(
         )
         .label("_rn"),
     ).subquery("numbered")
-    entity = aliased(model, numbered)
     stmt = (
-        sa.select(entity, numbered.c._total, numbered.c._past)
+        sa.select(*(numbered.c[c.name] for c in table.c), numbered.c._total, numbered.c._past)
         .where(
             sa.or_(
                 sa.and_(numbered.c._past, numbered.c._rn <= first + 1),
@@ -132,14 +138,14 @@ async def pages_by_parent(
         )
         .order_by(numbered.c[parent_key], numbered.c._past, numbered.c._rn)
     )
-    grouped: dict[int, list[M]] = defaultdict(list)
+    grouped: dict[int, list[Record]] = defaultdict(list)
     totals: dict[int, int] = {}
-    for row, total, is_past in (await session.execute(stmt)).all():
+    for row in await fetch_records(session, stmt):
         parent = getattr(row, parent_key)
-        totals[parent] = total
-        if is_past:
+        totals[parent] = row._total
+        if row._past:
             grouped[parent].append(row)
-    pages: list[Page[M]] = []
+    pages: list[Page[Record]] = []
     for pid in parent_ids:
         rows = grouped.get(pid, [])
         pages.append(Page(rows[:first], totals.get(pid, 0), len(rows) > first))
@@ -147,18 +153,18 @@ async def pages_by_parent(
 
 
 def group_in_key_order(
-    rows: Iterable[M], keys: Sequence[K], key_of: Callable[[M], K | None]
-) -> list[list[M]]:
+    rows: Iterable[T], keys: Sequence[K], key_of: Callable[[T], K | None]
+) -> list[list[T]]:
     """Rows grouped per key, in the order of ``keys`` (empty list for a miss)."""
-    grouped: dict[K | None, list[M]] = defaultdict(list)
+    grouped: dict[K | None, list[T]] = defaultdict(list)
     for row in rows:
         grouped[key_of(row)].append(row)
     return [grouped.get(key, []) for key in keys]
 
 
 def one_per_key(
-    rows: Iterable[M], keys: Sequence[K], key_of: Callable[[M], K | None]
-) -> list[M | None]:
+    rows: Iterable[T], keys: Sequence[K], key_of: Callable[[T], K | None]
+) -> list[T | None]:
     by_key = {key_of(row): row for row in rows}
     return [by_key.get(key) for key in keys]
 

@@ -12,6 +12,7 @@ from persistence.crypto import check_sealable, current_keyring
 from persistence.filters import BehavioralTestFilter, IdOrder
 from persistence.models import BehavioralTestResult
 from persistence.pagination import Keyset, Page
+from persistence.records import Record, fetch_records
 from persistence.repositories.base import group_in_key_order, keyset_page, one_per_key
 
 B = BehavioralTestResult
@@ -68,30 +69,34 @@ class BehavioralTestRepository:
         table = B.__table__  # type: ignore[attr-defined]
         await self.session.execute(sa.update(table).where(table.c.id == test_id).values(values))
 
-    async def list_by_ids(self, ids: Sequence[int]) -> list[BehavioralTestResult | None]:
-        rows = await self.session.scalars(sa.select(B).where(_c("id").in_(ids)))
+    async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
+        stmt = sa.select(_TABLE).where(_c("id").in_(ids))
+        rows = await fetch_records(self.session, stmt, SEALED)
         return one_per_key(rows, ids, lambda b: b.id)
 
-    async def list_by_session_ids(
-        self, session_ids: Sequence[int]
-    ) -> list[list[BehavioralTestResult]]:
+    async def list_by_session_ids(self, session_ids: Sequence[int]) -> list[list[Record]]:
         stmt = (
-            sa.select(B)
+            sa.select(_TABLE)
             .where(_c("session_id").in_(session_ids))
             .order_by(_c("session_id"), _c("id"))
         )
-        rows = await self.session.scalars(stmt)
+        rows = await fetch_records(self.session, stmt, SEALED)
         return group_in_key_order(rows, session_ids, lambda b: b.session_id)
 
     async def list_page(
         self, filter_: BehavioralTestFilter, order: IdOrder, first: int, after: Keyset | None
-    ) -> Page[BehavioralTestResult]:
+    ) -> Page[Record]:
         conds: list[sa.ColumnElement[bool]] = []
         if filter_.execution_statuses:
             conds.append(_c("execution_status").in_(filter_.execution_statuses))
         if filter_.session_ids is not None:
             conds.append(_c("session_id").in_(filter_.session_ids))
-        return await keyset_page(self.session, B, conds, _c("id"), order.direction, first, after)
+        return await keyset_page(
+            self.session, B, conds, _c("id"), order.direction, first, after, SEALED
+        )
+
+
+_TABLE: sa.Table = B.__table__  # type: ignore[attr-defined]
 
 
 def _c(name: str) -> sa.Column[Any]:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.filters import DiscrepancyFilter, IdOrder
 from persistence.models import ValidationDiscrepancy
 from persistence.pagination import Keyset, Page
+from persistence.records import Record, fetch_records
 from persistence.repositories.base import (
     dialect_name,
     group_in_key_order,
@@ -20,6 +21,7 @@ from persistence.repositories.base import (
 )
 
 D = ValidationDiscrepancy
+_TABLE: sa.Table = D.__table__  # type: ignore[attr-defined]
 
 # Columns a bulk insert writes (everything else takes its server default), with the
 # PostgreSQL array type each is shipped as in the single unnest() INSERT.
@@ -46,22 +48,25 @@ class DiscrepancyRepository:
     async def get(self, discrepancy_id: int) -> ValidationDiscrepancy | None:
         return await self.session.get(D, discrepancy_id)
 
-    async def list_by_ids(self, ids: Sequence[int]) -> list[ValidationDiscrepancy | None]:
-        rows = await self.session.scalars(sa.select(D).where(_c("id").in_(ids)))
+    async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
+        rows = await fetch_records(self.session, sa.select(_TABLE).where(_c("id").in_(ids)))
         return one_per_key(rows, ids, lambda d: d.id)
 
-    async def list_by_result_ids(
-        self, result_ids: Sequence[int]
-    ) -> list[list[ValidationDiscrepancy]]:
-        stmt = sa.select(D).where(_c("result_id").in_(result_ids)).order_by(_c("id"))
-        rows = await self.session.scalars(stmt)
+    async def list_by_result_ids(self, result_ids: Sequence[int]) -> list[list[Record]]:
+        stmt = sa.select(_TABLE).where(_c("result_id").in_(result_ids)).order_by(_c("id"))
+        rows = await fetch_records(self.session, stmt)
         return group_in_key_order(rows, result_ids, lambda d: d.result_id)
 
     async def list_page(
         self, filter_: DiscrepancyFilter, order: IdOrder, first: int, after: Keyset | None
-    ) -> Page[ValidationDiscrepancy]:
+    ) -> Page[Record]:
         return await keyset_page(
-            self.session, D, discrepancy_conditions(filter_), _c("id"), order.direction, first,
+            self.session,
+            D,
+            discrepancy_conditions(filter_),
+            _c("id"),
+            order.direction,
+            first,
             after,
         )
 
@@ -72,10 +77,16 @@ class DiscrepancyRepository:
         order: IdOrder,
         first: int,
         after: Keyset | None,
-    ) -> list[Page[ValidationDiscrepancy]]:
+    ) -> list[Page[Record]]:
         return await pages_by_parent(
-            self.session, D, _c("session_id"), session_ids, discrepancy_conditions(filter_),
-            order.direction, first, after,
+            self.session,
+            D,
+            _c("session_id"),
+            session_ids,
+            discrepancy_conditions(filter_),
+            order.direction,
+            first,
+            after,
         )
 
     async def bulk_insert(self, rows: Sequence[Mapping[str, Any]]) -> int:

@@ -59,7 +59,11 @@ class IdempotencyKeyRepository:
 
     async def get(self, scope: str, key: str) -> StoredKey | None:
         stmt = sa.select(
-            K.c.id, K.c.operation, K.c.request_hash, K.c.result_type, K.c.result_ids,
+            K.c.id,
+            K.c.operation,
+            K.c.request_hash,
+            K.c.result_type,
+            K.c.result_ids,
             K.c.expires_at,
         ).where(K.c.scope == scope, K.c.key == key)
         row = (await self.session.execute(stmt)).one_or_none()

@@ -328,8 +328,10 @@ def aggregate_statement(
     )
 
     arrow = _lit("->")
-    tech_key = sa.cast(s.source_technology, sa.Text).op("||")(arrow).op("||")(
-        sa.cast(s.target_technology, sa.Text)
+    tech_key = (
+        sa.cast(s.source_technology, sa.Text)
+        .op("||")(arrow)
+        .op("||")(sa.cast(s.target_technology, sa.Text))
     )
     tech = _breakdown(dialect, period, tech_key, start, end, "tech")
     scope = _breakdown(dialect, period, sa.cast(s.validation_scope, sa.Text), start, end, "scope")
@@ -420,9 +422,7 @@ def aggregate_statement(
             sa.type_coerce(sa.func.coalesce(tech.c.obj, empty), JSONType).label(
                 "technology_breakdown"
             ),
-            sa.type_coerce(sa.func.coalesce(scope.c.obj, empty), JSONType).label(
-                "scope_breakdown"
-            ),
+            sa.type_coerce(sa.func.coalesce(scope.c.obj, empty), JSONType).label("scope_breakdown"),
             n(discrepancies.c.total).label("total_discrepancies"),
             n(discrepancies.c.critical).label("critical_discrepancies"),
             n(discrepancies.c.warning).label("warning_discrepancies"),

@@ -5,12 +5,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from persistence.models import ValidationResult
+from persistence.records import Record, fetch_records
 from persistence.repositories.base import group_in_key_order, one_per_key
 
 R = ValidationResult
+_TABLE: sa.Table = R.__table__  # type: ignore[attr-defined]
 
 
 class ResultRepository:
@@ -21,36 +22,38 @@ class ResultRepository:
         stmt = sa.insert(R).values(**values).returning(R)
         return (await self.session.scalars(stmt)).one()
 
-    async def list_by_ids(self, ids: Sequence[int]) -> list[ValidationResult | None]:
-        rows = await self.session.scalars(sa.select(R).where(_c("id").in_(ids)))
+    async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
+        rows = await fetch_records(self.session, sa.select(_TABLE).where(_c("id").in_(ids)))
         return one_per_key(rows, ids, lambda r: r.id)
 
-    async def list_by_session_ids(self, session_ids: Sequence[int]) -> list[list[ValidationResult]]:
+    async def list_by_session_ids(self, session_ids: Sequence[int]) -> list[list[Record]]:
         """Each session's results, oldest first."""
         stmt = (
-            sa.select(R)
+            sa.select(_TABLE)
             .where(_c("session_id").in_(session_ids))
             .order_by(_c("session_id"), _c("created_at"), _c("id"))
         )
-        rows = await self.session.scalars(stmt)
+        rows = await fetch_records(self.session, stmt)
         return group_in_key_order(rows, session_ids, lambda r: r.session_id)
 
-    async def latest_by_session_ids(
-        self, session_ids: Sequence[int]
-    ) -> list[ValidationResult | None]:
+    async def latest_by_session_ids(self, session_ids: Sequence[int]) -> list[Record | None]:
         """The newest result per session, one statement (ROW_NUMBER per session)."""
-        table = R.__table__  # type: ignore[attr-defined]
-        ranked = sa.select(
-            table,
-            sa.func.row_number()
-            .over(
-                partition_by=table.c.session_id,
-                order_by=[table.c.created_at.desc(), table.c.id.desc()],
+        table = _TABLE
+        ranked = (
+            sa.select(
+                table,
+                sa.func.row_number()
+                .over(
+                    partition_by=table.c.session_id,
+                    order_by=[table.c.created_at.desc(), table.c.id.desc()],
+                )
+                .label("_rn"),
             )
-            .label("_rn"),
-        ).where(table.c.session_id.in_(session_ids)).subquery("ranked")
-        entity = aliased(R, ranked)
-        rows = await self.session.scalars(sa.select(entity).where(ranked.c._rn == 1))
+            .where(table.c.session_id.in_(session_ids))
+            .subquery("ranked")
+        )
+        columns = (ranked.c[c.name] for c in table.c)
+        rows = await fetch_records(self.session, sa.select(*columns).where(ranked.c._rn == 1))
         return one_per_key(rows, session_ids, lambda r: r.session_id)
 
 

@@ -12,6 +12,7 @@ from persistence.enums import SessionStatus
 from persistence.filters import SessionFilter, SessionOrder
 from persistence.models import ValidationResult, ValidationSession
 from persistence.pagination import Keyset, Page
+from persistence.records import Record, fetch_records
 from persistence.repositories.base import dialect_name, keyset_page, one_per_key
 
 S = ValidationSession
@@ -28,14 +29,13 @@ class SessionRepository:
         stmt = sa.select(S).where(S.request_id == request_id)  # type: ignore[arg-type]
         return (await self.session.scalars(stmt)).one_or_none()
 
-    async def list_by_ids(self, ids: Sequence[int]) -> list[ValidationSession | None]:
-        rows = await self.session.scalars(sa.select(S).where(_c("id").in_(ids)))
+    async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
+        rows = await fetch_records(self.session, _select().where(_c("id").in_(ids)), SEALED)
         return one_per_key(rows, ids, lambda s: s.id)
 
-    async def list_by_request_ids(
-        self, request_ids: Sequence[str]
-    ) -> list[ValidationSession | None]:
-        rows = await self.session.scalars(sa.select(S).where(_c("request_id").in_(request_ids)))
+    async def list_by_request_ids(self, request_ids: Sequence[str]) -> list[Record | None]:
+        stmt = _select().where(_c("request_id").in_(request_ids))
+        rows = await fetch_records(self.session, stmt, SEALED)
         return one_per_key(rows, request_ids, lambda s: s.request_id)
 
     async def insert_if_absent(self, values: Mapping[str, Any]) -> ValidationSession | None:
@@ -54,10 +54,17 @@ class SessionRepository:
 
     async def list_page(
         self, filter_: SessionFilter, order: SessionOrder, first: int, after: Keyset | None
-    ) -> Page[ValidationSession]:
+    ) -> Page[Record]:
         sort_col = _c(order.field.value)
         return await keyset_page(
-            self.session, S, session_conditions(filter_), sort_col, order.direction, first, after
+            self.session,
+            S,
+            session_conditions(filter_),
+            sort_col,
+            order.direction,
+            first,
+            after,
+            SEALED,
         )
 
     async def set_status(
@@ -128,6 +135,9 @@ def session_conditions(f: SessionFilter) -> list[sa.ColumnElement[bool]]:
     return conds
 
 
+def _select() -> sa.Select[Any]:
+    return sa.select(S.__table__)  # type: ignore[attr-defined]
+
+
 def _c(name: str) -> sa.Column[Any]:
     return S.__table__.c[name]  # type: ignore[attr-defined,no-any-return]
-

@@ -10,6 +10,7 @@ from persistence.database import DatabaseManager
 from persistence.errors import NotFound, ValidationFailed
 from persistence.idempotency import IdempotencyRequest, Outcome, replayed_row, run_idempotent
 from persistence.models import BehavioralTestResult
+from persistence.records import Record
 from persistence.repositories import BehavioralTestRepository, SessionRepository
 from persistence.repositories.audit import AuditRepository
 from persistence.validation import check_row
@@ -27,7 +28,7 @@ class BehavioralTestService:
         session_id: int,
         tests: Sequence[Mapping[str, Any]],
         idempotency: IdempotencyRequest | None = None,
-    ) -> list[BehavioralTestResult]:
+    ) -> Sequence[BehavioralTestResult | Record]:
         """Store all of ``tests`` for the session, or none of them, with one audit
         entry in the same transaction."""
         if not tests:
@@ -40,7 +41,7 @@ class BehavioralTestService:
                 raise ValidationFailed(f"tests[{i}].session_id", "is set by the server")
             rows.append(check_row(TABLE, {**item, "session_id": session_id}, f"tests[{i}]."))
 
-        async def work(session: AsyncSession) -> list[BehavioralTestResult]:
+        async def work(session: AsyncSession) -> Sequence[BehavioralTestResult | Record]:
             if await SessionRepository(session).get(session_id) is None:
                 raise NotFound("session_id", f"no session with id {session_id}")
             stored = await BehavioralTestRepository(session).add_many(rows)
@@ -48,7 +49,9 @@ class BehavioralTestService:
             # themselves carry URLs and interaction logs; they stay out of the log).
             await AuditRepository(session).append(
                 audit_entry(
-                    AuditOperation.RECORD_BEHAVIORAL_TESTS, EntityType.BEHAVIORAL_TEST, None,
+                    AuditOperation.RECORD_BEHAVIORAL_TESTS,
+                    EntityType.BEHAVIORAL_TEST,
+                    None,
                     after={
                         "session_id": session_id,
                         "count": len(stored),
@@ -59,7 +62,9 @@ class BehavioralTestService:
             return stored
 
         return await run_idempotent(
-            self.db, idempotency, work,
+            self.db,
+            idempotency,
+            work,
             outcome=lambda rows: Outcome.of(_TESTS, [row.id for row in rows]),
             replay=_replay,
         )
@@ -68,6 +73,6 @@ class BehavioralTestService:
 _TESTS = "behavioral_tests"  # the stored outcome's result_type (persistence.idempotency)
 
 
-async def _replay(session: AsyncSession, stored: Outcome) -> list[BehavioralTestResult]:
+async def _replay(session: AsyncSession, stored: Outcome) -> list[Record]:
     rows = await BehavioralTestRepository(session).list_by_ids(stored.result_ids)
     return [replayed_row(row) for row in rows]

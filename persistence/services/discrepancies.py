@@ -17,6 +17,7 @@ from persistence.database import DatabaseManager
 from persistence.errors import NotFound, StaleVersion, ValidationFailed
 from persistence.idempotency import IdempotencyRequest, Outcome, replayed_row, run_idempotent
 from persistence.models import ValidationDiscrepancy
+from persistence.records import Record
 from persistence.repositories import DiscrepancyRepository
 from persistence.repositories.audit import AuditRepository
 from persistence.validation import check_value
@@ -46,7 +47,12 @@ class DiscrepancyService:
         _check_resolver(resolved_by, notes)
         return await self._set(
             AuditOperation.RESOLVE_DISCREPANCY,
-            discrepancy_id, True, resolved_by, notes, datetime.now(UTC), expected_version,
+            discrepancy_id,
+            True,
+            resolved_by,
+            notes,
+            datetime.now(UTC),
+            expected_version,
             idempotency,
         )
 
@@ -64,7 +70,13 @@ class DiscrepancyService:
         reason = f"reopened by {reopened_by}" + (f": {notes}" if notes else "")
         return await self._set(
             AuditOperation.REOPEN_DISCREPANCY,
-            discrepancy_id, False, None, reason, None, expected_version, idempotency,
+            discrepancy_id,
+            False,
+            None,
+            reason,
+            None,
+            expected_version,
+            idempotency,
         )
 
     async def resolve_many(
@@ -73,7 +85,7 @@ class DiscrepancyService:
         resolved_by: str,
         notes: str | None = None,
         idempotency: IdempotencyRequest | None = None,
-    ) -> list[ValidationDiscrepancy]:
+    ) -> list[Record]:
         """Resolve every id in one transaction; an unknown id fails the whole call.
         Rows already resolved keep their original resolution."""
         _check_resolver(resolved_by, notes)
@@ -83,7 +95,7 @@ class DiscrepancyService:
         if len(unique) > MAX_BATCH:
             raise ValidationFailed("ids", f"at most {MAX_BATCH} per call; got {len(unique)}")
 
-        async def work(session: AsyncSession) -> list[ValidationDiscrepancy]:
+        async def work(session: AsyncSession) -> list[Record]:
             repo = DiscrepancyRepository(session)
             existing = await repo.existing_ids(unique)
             for i, did in enumerate(ids):  # index into the caller's list
@@ -91,14 +103,20 @@ class DiscrepancyService:
                     raise NotFound(f"ids[{i}]", f"no discrepancy with id {did}")
             at = datetime.now(UTC)
             changed = await repo.set_resolution(
-                unique, resolved=True, resolved_by=resolved_by, notes=notes,
-                at=at, only_if_resolved=False,
+                unique,
+                resolved=True,
+                resolved_by=resolved_by,
+                notes=notes,
+                at=at,
+                only_if_resolved=False,
             )
             if changed:
                 changed_ids = sorted(row.id for row in changed if row.id is not None)
                 await AuditRepository(session).append(
                     audit_entry(
-                        AuditOperation.RESOLVE_DISCREPANCIES, EntityType.DISCREPANCY, None,
+                        AuditOperation.RESOLVE_DISCREPANCIES,
+                        EntityType.DISCREPANCY,
+                        None,
                         before={"ids": changed_ids, "is_resolved": False},
                         after={
                             "ids": changed_ids,
@@ -115,7 +133,9 @@ class DiscrepancyService:
             return [row for row in rows if row is not None]
 
         return await run_idempotent(
-            self.db, idempotency, work,
+            self.db,
+            idempotency,
+            work,
             outcome=lambda rows: Outcome.of(_MANY, [row.id for row in rows]),
             replay=_replay_many,
         )
@@ -153,14 +173,21 @@ class DiscrepancyService:
                 # Compare-and-set on the version just read: when it wins, ``before`` is
                 # exactly the state it replaced.
                 changed = await repo.set_resolution(
-                    [discrepancy_id], resolved=resolved, resolved_by=resolved_by, notes=notes,
-                    at=at, expected_version=version,
+                    [discrepancy_id],
+                    resolved=resolved,
+                    resolved_by=resolved_by,
+                    notes=notes,
+                    at=at,
+                    expected_version=version,
                 )
                 if changed:
                     await AuditRepository(session).append(
                         audit_entry(
-                            operation, EntityType.DISCREPANCY, discrepancy_id,
-                            before=before, after=snapshot(changed[0], RESOLUTION_FIELDS),
+                            operation,
+                            EntityType.DISCREPANCY,
+                            discrepancy_id,
+                            before=before,
+                            after=snapshot(changed[0], RESOLUTION_FIELDS),
                         )
                     )
                     return changed[0]
@@ -170,7 +197,9 @@ class DiscrepancyService:
             )
 
         return await run_idempotent(
-            self.db, idempotency, work,
+            self.db,
+            idempotency,
+            work,
             outcome=lambda row: Outcome.of(_ONE, [row.id]),
             replay=_replay_one,
         )
@@ -185,7 +214,7 @@ async def _replay_one(session: AsyncSession, stored: Outcome) -> ValidationDiscr
     return replayed_row(await DiscrepancyRepository(session).get(stored.result_ids[0]))
 
 
-async def _replay_many(session: AsyncSession, stored: Outcome) -> list[ValidationDiscrepancy]:
+async def _replay_many(session: AsyncSession, stored: Outcome) -> list[Record]:
     rows = await DiscrepancyRepository(session).list_by_ids(stored.result_ids)
     return [replayed_row(row) for row in rows]
 

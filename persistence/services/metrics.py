@@ -161,7 +161,10 @@ class MetricsService:
         unbounded), reaching back to the newest stored period (catch-up), except
         periods starting before ``frozen_before``. One transaction per period kind."""
         for name, value in (
-            ("since", since), ("until", until), ("now", now), ("frozen_before", frozen_before)
+            ("since", since),
+            ("until", until),
+            ("now", now),
+            ("frozen_before", frozen_before),
         ):
             _check_aware(value, name)
         kinds = [coerce_enum(MetricPeriod, p, "periods") for p in periods]
@@ -201,9 +204,7 @@ class MetricsService:
                 stored_end = live_from if end is None else min(end, live_from)
                 if start is None or start < stored_end:
                     rows.extend(await repo.list_period(period, start, stored_end, limit))
-            live_start = _latest(
-                None if start is None else period_ceil(start, period), live_from
-            )
+            live_start = _latest(None if start is None else period_ceil(start, period), live_from)
             live_end = None if end is None else period_ceil(end, period)
             remaining = limit - len(rows)
             if remaining > 0 and (live_start is None or live_end is None or live_start < live_end):

@@ -10,6 +10,7 @@ from persistence.database import DatabaseManager
 from persistence.errors import NotFound, ValidationFailed
 from persistence.idempotency import IdempotencyRequest, Outcome, replayed_row, run_idempotent
 from persistence.models import ValidationDiscrepancy, ValidationResult
+from persistence.records import Record
 from persistence.repositories import DiscrepancyRepository, ResultRepository, SessionRepository
 from persistence.repositories.audit import AuditRepository
 from persistence.validation import check_row
@@ -32,7 +33,7 @@ class ResultService:
         result: Mapping[str, Any],
         discrepancies: Sequence[Mapping[str, Any]] = (),
         idempotency: IdempotencyRequest | None = None,
-    ) -> ValidationResult:
+    ) -> ValidationResult | Record:
         """Store a result and up to MAX_DISCREPANCIES discrepancies in one transaction:
         every row is validated before anything is written, and any failure leaves
         nothing behind. The audit entry is part of the same transaction."""
@@ -48,7 +49,7 @@ class ResultService:
             _reject(item, _LINKS | _RESOLUTION, prefix)
             rows.append(check_row(DISCREPANCY_TABLE, {**item, "session_id": session_id}, prefix))
 
-        async def work(session: AsyncSession) -> ValidationResult:
+        async def work(session: AsyncSession) -> ValidationResult | Record:
             if await SessionRepository(session).get(session_id) is None:
                 raise NotFound("session_id", f"no session with id {session_id}")
             stored = await ResultRepository(session).add(result_row)
@@ -59,14 +60,18 @@ class ResultService:
             # of up to 10,000 rows: they are in the database, linked by result_id).
             await AuditRepository(session).append(
                 audit_entry(
-                    AuditOperation.RECORD_RESULT, EntityType.RESULT, stored.id,
+                    AuditOperation.RECORD_RESULT,
+                    EntityType.RESULT,
+                    stored.id,
                     after={**snapshot(stored), "discrepancy_count": count},
                 )
             )
             return stored
 
         return await run_idempotent(
-            self.db, idempotency, work,
+            self.db,
+            idempotency,
+            work,
             outcome=lambda row: Outcome.of(_RESULT, [row.id]),
             replay=_replay,
         )
@@ -75,7 +80,7 @@ class ResultService:
 _RESULT = "result"  # the stored outcome's result_type (persistence.idempotency)
 
 
-async def _replay(session: AsyncSession, stored: Outcome) -> ValidationResult:
+async def _replay(session: AsyncSession, stored: Outcome) -> Record:
     rows = await ResultRepository(session).list_by_ids(stored.result_ids[:1])
     return replayed_row(rows[0])
 

@@ -55,7 +55,9 @@ class SessionService:
             if inserted is not None:
                 await AuditRepository(session).append(
                     audit_entry(
-                        AuditOperation.CREATE_SESSION, EntityType.SESSION, inserted.id,
+                        AuditOperation.CREATE_SESSION,
+                        EntityType.SESSION,
+                        inserted.id,
                         after=snapshot(inserted),
                     )
                 )
@@ -73,7 +75,9 @@ class SessionService:
             return CreateOutcome(existing, created=False)
 
         return await run_idempotent(
-            self.db, idempotency, work,
+            self.db,
+            idempotency,
+            work,
             outcome=lambda done: Outcome.of(
                 _CREATED if done.created else _EXISTING, [done.session.id]
             ),
@@ -112,7 +116,9 @@ class SessionService:
                 if updated is not None:
                     await AuditRepository(session).append(
                         audit_entry(
-                            AuditOperation.UPDATE_SESSION_STATUS, EntityType.SESSION, session_id,
+                            AuditOperation.UPDATE_SESSION_STATUS,
+                            EntityType.SESSION,
+                            session_id,
                             before={"status": before.value},
                             after={"status": updated.status.value},
                         )
@@ -121,7 +127,9 @@ class SessionService:
             raise Conflict("status", "the session's status is changing concurrently; retry")
 
         return await run_idempotent(
-            self.db, idempotency, work,
+            self.db,
+            idempotency,
+            work,
             outcome=lambda row: Outcome.of(_SESSION, [row.id]),
             replay=_replay_session,
         )
@@ -166,7 +174,9 @@ class SessionService:
             return stored.result_ids[0]  # the same deleted id; nothing to read
 
         return await run_idempotent(
-            self.db, idempotency, work,
+            self.db,
+            idempotency,
+            work,
             outcome=lambda sid: Outcome.of(_DELETED, [sid]),
             replay=replay,
         )

@@ -28,9 +28,7 @@ TOKEN_PREFIX = "mvt_"  # noqa: S105 - a public marker, not a secret
 PREFIX_LENGTH = 12
 TOKEN_PATTERN = re.compile(r"^mvt_[A-Za-z0-9_-]{43}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,99}$")
-NAME_RULE = (
-    "1-100 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
-)
+NAME_RULE = "1-100 characters: letters, digits and . _ @ : + - (starting with a letter or digit)"
 # last_used_at is written at most once per interval per token.
 TOUCH_INTERVAL = timedelta(minutes=1)
 

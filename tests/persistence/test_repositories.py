@@ -522,7 +522,8 @@ async def test_latest_and_list_by_session_ids(db: DatabaseManager) -> None:
     assert len(statements) == 1
     assert [r.id if r else None for r in latest] == [None, r2, r4, r2, None, r6]
     newest = latest[1]
-    assert isinstance(newest, ValidationResult)
+    # A Core row with exactly the table's columns (no ORM object, no helper columns).
+    assert list(newest._mapping) == list(ValidationResult.__table__.c.keys())
     assert newest.created_at == BASE + timedelta(hours=2)
     assert newest.created_at is not None
     assert newest.created_at.utcoffset() == timedelta(0)
