@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from graph.loaders import Loaders
+from graph.settings import PlanMode
 from persistence.actor import SYSTEM, Actor
 from persistence.database import DatabaseManager
 
@@ -24,6 +25,8 @@ class Context:
     actor: Actor = SYSTEM
     # The app's metrics (graph.observability.OperationMetrics records into them).
     metrics: "Metrics | None" = None
+    # How reads run (graph.plan; MIGVAL_EXECUTION_PLANS).
+    plan_mode: PlanMode = PlanMode.ON
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

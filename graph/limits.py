@@ -50,6 +50,7 @@ from graphql import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 
+from graph import document_cache
 from graph.errors import BadUserInput
 from persistence.errors import ConfigurationError, ValidationFailed
 from persistence.pagination import MAX_PAGE_SIZE, check_page_size
@@ -154,7 +155,14 @@ class QueryLimits(SchemaExtension):
         yield
 
     def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        key = None if context.query is None else (context.query, self.settings.max_tokens)
+        cached = None if key is None else document_cache.PARSED.get(key)
+        if cached is not None:
+            context.graphql_document = cached  # Strawberry then skips parsing
         yield
+        if key is not None and cached is None and context.graphql_document is not None:
+            document_cache.PARSED.put(key, context.graphql_document)
         for error in self.execution_context.pre_execution_errors or ():
             if isinstance(error, GraphQLSyntaxError):
                 message = error.message
@@ -169,11 +177,26 @@ class QueryLimits(SchemaExtension):
                 _set_code(error, code, **extra)
 
     def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        key = (
+            None
+            if context.query is None
+            else document_cache.validation_key(
+                context.schema, context.query, context.operation_name, context.variables
+            )
+        )
+        cost = None if key is None else document_cache.ACCEPTED.get(key)
+        if cost is not None:
+            # Accepted before with these variables: Strawberry skips validation.
+            context.pre_execution_errors = []
+            self.cost = cost
         yield
         errors = self.execution_context.pre_execution_errors
         for error in errors or ():
             _set_code(error, "GRAPHQL_VALIDATION_FAILED")
         self.accepted = not errors
+        if key is not None and cost is None and self.accepted and self.cost is not None:
+            document_cache.ACCEPTED.put(key, self.cost)
 
     def get_results(self) -> dict[str, Any]:
         return {"cost": self.cost} if self.accepted and self.cost is not None else {}

@@ -27,6 +27,7 @@ from graph.mutations.discrepancies import DiscrepancyMutations
 from graph.mutations.results import ResultMutations
 from graph.mutations.sessions import SessionMutations
 from graph.observability import ANONYMOUS, Metrics, OperationMetrics, Outcome
+from graph.plan.extension import ExecutionPlans
 from graph.queries import Query as BaseQuery
 from graph.settings import PRODUCTION_EXTENSIONS, AppSettings
 from graph.stats_queries import StatsQuery
@@ -77,7 +78,14 @@ schema = MigvalSchema(
     mutation=Mutation,
     types=NODE_TYPES,
     # OperationMetrics first: its hooks close last, after the others adjusted errors.
-    extensions=[OperationMetrics, MaskUnexpectedErrors, query_limits(), storable_strings],
+    # ExecutionPlans last: its on_execute runs once the others have had theirs.
+    extensions=[
+        OperationMetrics,
+        MaskUnexpectedErrors,
+        query_limits(),
+        storable_strings,
+        ExecutionPlans,
+    ],
 )
 
 
@@ -167,6 +175,7 @@ class MigvalGraphQL(GraphQL[Context, None]):
             response=sub_response,
             actor=actor,
             metrics=self.metrics,
+            plan_mode=self.settings.execution_plans,
         )
 
 

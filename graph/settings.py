@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from graphql import GraphQLError
@@ -27,6 +27,29 @@ from persistence.errors import ConfigurationError
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
+
+
+class PlanMode(StrEnum):
+    """MIGVAL_EXECUTION_PLANS: how read queries run (graph.plan). ``on``: compiled
+    plans where the document allows, standard execution otherwise; ``off``: standard
+    execution only; ``verify``: both, the standard answer served and any difference
+    logged as an error (the test suite runs this way)."""
+
+    ON = "on"
+    OFF = "off"
+    VERIFY = "verify"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "PlanMode":
+        raw = (os.environ if env is None else env).get("MIGVAL_EXECUTION_PLANS", "")
+        value = raw.strip().lower() or cls.ON.value
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise ConfigurationError(
+                "MIGVAL_EXECUTION_PLANS", f"must be one of {allowed}, got {raw!r}"
+            ) from None
 
 
 # MIGVAL_ANONYMOUS_ROLE=none: requests without a token get no role at all.
@@ -45,6 +68,8 @@ class AppSettings:
     allow_insecure_bind: bool = False
     # Production: GET /metrics without a viewer token (graph.observability).
     metrics_public: bool = False
+    # Compiled execution plans for reads; the default follows MIGVAL_EXECUTION_PLANS.
+    execution_plans: PlanMode = field(default_factory=PlanMode.from_env)
 
     @property
     def production(self) -> bool:
@@ -84,6 +109,7 @@ class AppSettings:
             anonymous_role=anonymous,
             allow_insecure_bind=_bool(e, "MIGVAL_ALLOW_INSECURE_BIND"),
             metrics_public=_bool(e, "MIGVAL_METRICS_PUBLIC"),
+            execution_plans=PlanMode.from_env(e),
         )
 
     def check_bind(self, host: str) -> None:

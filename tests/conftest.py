@@ -18,6 +18,10 @@ Fixtures meant for reuse:
 - ``pg_server`` (session): the PostgreSQL server (``PgServer``: ``admin_url``,
   ``create_database``/``drop_database``); requesting it skips/fails as described below.
 
+Every query the suite sends in-process runs in execution-plan ``verify`` mode
+(MIGVAL_EXECUTION_PLANS, graph.plan): through the compiled plan and through standard
+execution, and a test fails if the two responses differ in any byte.
+
 Markers: ``postgres_only`` / ``sqlite_only`` keep a backend-parametrized test on one
 backend (the other variant is deselected, not skipped).
 
@@ -34,10 +38,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+# Before graph is imported: every app the suite builds verifies its plans.
+os.environ.setdefault("MIGVAL_EXECUTION_PLANS", "verify")
 
 import asyncpg
 import pytest
@@ -467,3 +474,15 @@ def sqlite_path(database_url: str) -> str:
     if not url.drivername.startswith("sqlite") or not url.database:
         raise pytest.UsageError("sqlite_path needs the sqlite backend (mark sqlite_only)")
     return url.database
+
+
+@pytest.fixture(autouse=True)
+def _execution_plans_agree() -> Iterator[None]:
+    """Fail the test if any query it sent answered differently through its compiled
+    plan than through standard execution (verify mode, see the module docstring)."""
+    from graph.plan.extension import MISMATCHES  # noqa: PLC0415 - after the env is set
+
+    seen = len(MISMATCHES)
+    yield
+    new = MISMATCHES[seen:]
+    assert not new, "execution plan mismatch:\n" + "\n\n".join(new)

@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_schema_graphql_is_up_to_date() -> None:
     exported = subprocess.run(
         [sys.executable, "-m", "strawberry", "export-schema", "graph.schema:schema"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     committed = (ROOT / "schema.graphql").read_text()
     assert exported.strip() == committed.strip(), (
@@ -49,8 +52,14 @@ def test_every_type_and_field_is_described() -> None:
 def test_enums_expose_every_persistence_value() -> None:
     from persistence import enums  # noqa: PLC0415
 
-    for enum_cls in (enums.TechnologyType, enums.ValidationScope, enums.SeverityLevel,
-                     enums.SessionStatus, enums.OverallStatus, enums.ExecutionStatus):
+    for enum_cls in (
+        enums.TechnologyType,
+        enums.ValidationScope,
+        enums.SeverityLevel,
+        enums.SessionStatus,
+        enums.OverallStatus,
+        enums.ExecutionStatus,
+    ):
         gql = schema._schema.type_map[enum_cls.__name__]
         assert isinstance(gql, GraphQLEnumType)
         assert set(gql.values) == {m.name for m in enum_cls}

@@ -9,7 +9,8 @@ Fixtures:
 - ``seed``: a ``Seeder`` writing through the persistence services (fast, no HTTP).
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
 
 from graph.ids import to_global_id
 from graph.schema import build_graphql_app
@@ -202,3 +205,66 @@ async def set_created_at(db: DatabaseManager, table: str, row_id: int, when: dat
     columns = model.__table__.c  # type: ignore[attr-defined]
     async with db.write_session() as s:
         await s.execute(sa.update(model).where(columns.id == row_id).values(created_at=when))
+
+
+# --- statements a request runs (tests/graph/test_statement_counts.py) ----------------
+#
+# Every statement the driver executes is recorded with ``before_cursor_execute``; after
+# each one, ``after_cursor_execute`` asks the driver connection itself whether the server
+# session is inside a transaction (asyncpg: ``is_in_transaction()``; sqlite3:
+# ``in_transaction``). asyncpg opens transactions without going through a cursor, so
+# this second check is what proves reads run outside one.
+
+TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.I)
+
+
+def _driver_in_transaction(conn: Connection) -> bool:
+    driver = conn.connection.driver_connection
+    if hasattr(driver, "is_in_transaction"):  # asyncpg
+        return bool(driver.is_in_transaction())
+    return bool(driver.in_transaction)  # aiosqlite
+
+
+@dataclass
+class StatementLog:
+    texts: list[str] = field(default_factory=list)
+    in_transaction: list[bool] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.texts.clear()
+        self.in_transaction.clear()
+
+    @property
+    def count(self) -> int:
+        return len(self.texts)
+
+    def transaction_control(self) -> list[str]:
+        return [t for t in self.texts if TRANSACTION_CONTROL.match(t)]
+
+    def data_statements(self) -> list[str]:
+        return [t for t in self.texts if not TRANSACTION_CONTROL.match(t)]
+
+    def assert_read_only_autocommit(self) -> None:
+        assert self.transaction_control() == [], self.texts
+        assert all(t.lstrip().upper().startswith("SELECT") for t in self.texts), self.texts
+        assert self.in_transaction == [False] * self.count, self.texts
+
+
+@pytest.fixture
+def statements(db: DatabaseManager) -> Iterator[StatementLog]:
+    log = StatementLog()
+    engine = db.engine.sync_engine
+
+    def before(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        log.texts.append(statement)
+
+    def after(conn: Connection, *_args: Any) -> None:
+        log.in_transaction.append(_driver_in_transaction(conn))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield log
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)

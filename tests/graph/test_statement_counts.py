@@ -9,18 +9,20 @@ going through a cursor, so this second check is what proves reads run outside on
 """
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
 
 from persistence.database import DatabaseManager
-from tests.graph.conftest import Gql, Seeded, Seeder, data_of, discrepancy_values, gid
-
-TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.I)
+from tests.graph.conftest import (
+    Gql,
+    Seeded,
+    Seeder,
+    StatementLog,
+    data_of,
+    discrepancy_values,
+    gid,
+)
 
 DASHBOARD = """
 {
@@ -55,58 +57,6 @@ DEEP = """
 # sessions by id (all three branches ask for the same sessions: the loader's cache
 # answers the later ones), results by id, latest result.
 DEEP_STATEMENTS = 8
-
-
-def _driver_in_transaction(conn: Connection) -> bool:
-    driver = conn.connection.driver_connection
-    if hasattr(driver, "is_in_transaction"):  # asyncpg
-        return bool(driver.is_in_transaction())
-    return bool(driver.in_transaction)  # aiosqlite
-
-
-@dataclass
-class StatementLog:
-    texts: list[str] = field(default_factory=list)
-    in_transaction: list[bool] = field(default_factory=list)
-
-    def clear(self) -> None:
-        self.texts.clear()
-        self.in_transaction.clear()
-
-    @property
-    def count(self) -> int:
-        return len(self.texts)
-
-    def transaction_control(self) -> list[str]:
-        return [t for t in self.texts if TRANSACTION_CONTROL.match(t)]
-
-    def data_statements(self) -> list[str]:
-        return [t for t in self.texts if not TRANSACTION_CONTROL.match(t)]
-
-    def assert_read_only_autocommit(self) -> None:
-        assert self.transaction_control() == [], self.texts
-        assert all(t.lstrip().upper().startswith("SELECT") for t in self.texts), self.texts
-        assert self.in_transaction == [False] * self.count, self.texts
-
-
-@pytest.fixture
-def statements(db: DatabaseManager) -> Iterator[StatementLog]:
-    log = StatementLog()
-    engine = db.engine.sync_engine
-
-    def before(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
-        log.texts.append(statement)
-
-    def after(conn: Connection, *_args: Any) -> None:
-        log.in_transaction.append(_driver_in_transaction(conn))
-
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "after_cursor_execute", after)
-    try:
-        yield log
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-        event.remove(engine, "after_cursor_execute", after)
 
 
 async def _seed_dashboard(seed: Seeder, start: int, stop: int) -> list[Seeded]:

@@ -138,8 +138,10 @@ class Rows:
                     await s.execute(
                         sa.insert(table),
                         [
-                            {**{k: v for k, v in c.items() if k != "session"},
-                             "session_id": ids[c["session"]]}
+                            {
+                                **{k: v for k, v in c.items() if k != "session"},
+                                "session_id": ids[c["session"]],
+                            }
                             for c in children
                         ],
                     )

@@ -71,7 +71,12 @@ def run_cli(
     """``migval ARGS`` as a subprocess on ``database_url``."""
     argv, full_env = _cli_command(args, database_url, env)
     return subprocess.run(  # noqa: S603 - fixed argv, no shell
-        argv, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+        argv,
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
     )
 
@@ -87,7 +92,11 @@ def run_cli_many(
         env = command[2] if len(command) == 3 else None
         argv, full_env = _cli_command(args, url, env)
         process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            argv,
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         started.append((argv, process))
@@ -141,8 +150,11 @@ async def seed(db: DatabaseManager, prefix: str = "seed") -> dict[str, int]:
     )
     await BehavioralTestService(db).record(
         first.id,
-        [behavioral_test_input("login", interaction_log=[{"step": "click", "ms": 12}],
-                               source_load_time=0.5)],
+        [
+            behavioral_test_input(
+                "login", interaction_log=[{"step": "click", "ms": 12}], source_load_time=0.5
+            )
+        ],
     )
     second = (
         await sessions.create(
@@ -216,9 +228,7 @@ async def counts(db: DatabaseManager) -> dict[str, int]:
 # ----------------------------------------------------------------------------- tests
 
 
-def in_process(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, *argv: str, **env: str
-) -> int:
+def in_process(monkeypatch: pytest.MonkeyPatch, database_url: str, *argv: str, **env: str) -> int:
     """``graph.cli.main(argv)`` in this process (refusals only: a second faster than a
     subprocess, same code); argparse's own exit is returned as its code."""
     monkeypatch.setenv("DATABASE_URL", database_url)
@@ -232,7 +242,9 @@ def in_process(
 
 @pytest.mark.sqlite_only
 def test_usage_and_input_errors_exit_2_or_1(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     days = run_cli("db", "cleanup", "--days", "0", database_url=database_url)
@@ -343,13 +355,20 @@ async def test_cleanup_dry_run_then_delete_old_sessions_and_children(
     assert report["dry_run"] is True
     assert report["days"] == 30
     assert report["would_delete"] == {
-        "sessions": 2, "results": 2, "discrepancies": 3, "behavioral_tests": 1,
+        "sessions": 2,
+        "results": 2,
+        "discrepancies": 3,
+        "behavioral_tests": 1,
     }
     assert await dump_all(db) == before  # nothing deleted
 
     real = run_cli(
-        "db", "cleanup", "--batch-size", "1",
-        database_url=database_url, env={"MIGVAL_RETENTION_DAYS": "30"},
+        "db",
+        "cleanup",
+        "--batch-size",
+        "1",
+        database_url=database_url,
+        env={"MIGVAL_RETENTION_DAYS": "30"},
     )
     assert real.returncode == 0, explain(real)
     assert "deleted 2 sessions, 2 results, 3 discrepancies, 1 behavioral tests" in real.stdout
@@ -406,7 +425,10 @@ async def _corrupt(db: DatabaseManager, database_url: str, session_id: int) -> N
         return
     url = make_url(database_url)
     conn = await asyncpg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password,
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
         database=url.database,
     )
     try:
@@ -425,8 +447,13 @@ async def test_validate_passes_clean_and_reports_corruption(
     assert clean.returncode == 0, explain(clean)
     report = json.loads(clean.stdout)
     assert report["ok"] is True
-    assert {c["name"] for c in report["checks"]} >= {"schema", "foreign_keys", "orphans",
-                                                     "ranges", "enum_values"}
+    assert {c["name"] for c in report["checks"]} >= {
+        "schema",
+        "foreign_keys",
+        "orphans",
+        "ranges",
+        "enum_values",
+    }
 
     await _corrupt(db, database_url, ids["first"])
     commands: list[tuple[Sequence[str], str]] = [(["db", "validate"], database_url)]
@@ -480,7 +507,9 @@ async def test_maintenance_runs_every_step(db: DatabaseManager, database_url: st
     lines = result.stdout.splitlines()
     steps = [line.split(":")[0] for line in lines if line.startswith("maintenance ")]
     assert steps == [
-        "maintenance rollup", "maintenance cleanup", "maintenance optimize",
+        "maintenance rollup",
+        "maintenance cleanup",
+        "maintenance optimize",
         "maintenance validate",
     ]
     assert "maintenance cleanup: ok" in result.stdout

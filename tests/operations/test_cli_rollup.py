@@ -29,9 +29,12 @@ async def test_rollup_command_materializes_closed_periods_idempotently(
     async with db.read_session() as s:
         stored = (
             await s.execute(
-                sa.select(METRICS.c.metric_date, METRICS.c.total_sessions,
-                          METRICS.c.completed_sessions, METRICS.c.failed_sessions)
-                .where(METRICS.c.metric_period == "daily")
+                sa.select(
+                    METRICS.c.metric_date,
+                    METRICS.c.total_sessions,
+                    METRICS.c.completed_sessions,
+                    METRICS.c.failed_sessions,
+                ).where(METRICS.c.metric_period == "daily")
             )
         ).all()
     assert [(r.total_sessions, r.completed_sessions, r.failed_sessions) for r in stored] == [

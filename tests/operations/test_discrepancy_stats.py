@@ -24,8 +24,15 @@ query($groupBy: [DiscrepancyGroupBy!]!, $filter: DiscrepancyFilterInput,
   }
 }
 """
-KEYS = ("severity", "discrepancyType", "componentType", "sourceTechnology",
-        "targetTechnology", "scope", "bucketStart")
+KEYS = (
+    "severity",
+    "discrepancyType",
+    "componentType",
+    "sourceTechnology",
+    "targetTechnology",
+    "scope",
+    "bucketStart",
+)
 GROUP_FIELD = {
     "SEVERITY": "severity",
     "DISCREPANCY_TYPE": "discrepancyType",
@@ -34,8 +41,11 @@ GROUP_FIELD = {
     "TARGET_TECHNOLOGY": "targetTechnology",
     "SCOPE": "scope",
 }
-BUCKET_PERIOD = {"DAY": MetricPeriod.DAILY, "WEEK": MetricPeriod.WEEKLY,
-                 "MONTH": MetricPeriod.MONTHLY}
+BUCKET_PERIOD = {
+    "DAY": MetricPeriod.DAILY,
+    "WEEK": MetricPeriod.WEEKLY,
+    "MONTH": MetricPeriod.MONTHLY,
+}
 
 
 def utc(*args: int) -> datetime:
@@ -45,14 +55,16 @@ def utc(*args: int) -> datetime:
 def dataset() -> Rows:
     rows = Rows()
     s0 = rows.session(utc(2026, 2, 1))
-    s1 = rows.session(utc(2026, 2, 1), source="PYTHON_DJANGO", target="TYPESCRIPT_REACT",
-                      scope="UI_LAYOUT")
+    s1 = rows.session(
+        utc(2026, 2, 1), source="PYTHON_DJANGO", target="TYPESCRIPT_REACT", scope="UI_LAYOUT"
+    )
     s2 = rows.session(utc(2026, 2, 1), target="TYPESCRIPT_REACT", scope="UI_LAYOUT")
     rows.discrepancy(s0, utc(2026, 3, 1, 10), "CRITICAL", "layout", "button", resolved=True)
     rows.discrepancy(s0, utc(2026, 3, 1, 23, 59, 59, 999999), "WARNING", "layout")  # Sunday
     rows.discrepancy(s1, utc(2026, 3, 2), "CRITICAL", "logic", "form")  # Monday
-    rows.discrepancy(s1, utc(2026, 3, 31, 23, 59, 59, 999999), "INFO", "logic", "form",
-                     resolved=True)  # month end
+    rows.discrepancy(
+        s1, utc(2026, 3, 31, 23, 59, 59, 999999), "INFO", "logic", "form", resolved=True
+    )  # month end
     rows.discrepancy(s2, utc(2026, 4, 1), "CRITICAL", "layout", "button")
     rows.discrepancy(s2, utc(2026, 2, 28, 12), "WARNING", "style", resolved=True)
     return rows
@@ -125,12 +137,27 @@ async def test_monthly_and_daily_buckets(gql: Gql, seeded: Any) -> None:
     ]
     critical = {"filter": {"severity": ["CRITICAL"]}, "bucket": "DAY"}
     assert await stats(gql, ["COMPONENT_TYPE", "TARGET_TECHNOLOGY"], **critical) == [
-        row(1, 1, componentType="button", targetTechnology="JAVA_SPRING",
-            bucketStart="2026-03-01T00:00:00+00:00"),
-        row(1, 0, componentType="form", targetTechnology="TYPESCRIPT_REACT",
-            bucketStart="2026-03-02T00:00:00+00:00"),
-        row(1, 0, componentType="button", targetTechnology="TYPESCRIPT_REACT",
-            bucketStart="2026-04-01T00:00:00+00:00"),
+        row(
+            1,
+            1,
+            componentType="button",
+            targetTechnology="JAVA_SPRING",
+            bucketStart="2026-03-01T00:00:00+00:00",
+        ),
+        row(
+            1,
+            0,
+            componentType="form",
+            targetTechnology="TYPESCRIPT_REACT",
+            bucketStart="2026-03-02T00:00:00+00:00",
+        ),
+        row(
+            1,
+            0,
+            componentType="button",
+            targetTechnology="TYPESCRIPT_REACT",
+            bucketStart="2026-04-01T00:00:00+00:00",
+        ),
     ]
 
 

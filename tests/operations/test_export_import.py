@@ -49,8 +49,11 @@ async def test_sqlite_to_postgresql_to_sqlite_round_trip(
     first = db_factory(url=first_url)
     await seed(first)
     legacy = run_cli(
-        "db", "import-legacy", str(LEGACY_SAMPLE),
-        database_url=first_url, env={"MIGVAL_ENCRYPTION_KEYS": key},
+        "db",
+        "import-legacy",
+        str(LEGACY_SAMPLE),
+        database_url=first_url,
+        env={"MIGVAL_ENCRYPTION_KEYS": key},
     )
     assert legacy.returncode == 0, explain(legacy)
     original = await dump_all(first)
@@ -67,9 +70,7 @@ async def test_sqlite_to_postgresql_to_sqlite_round_trip(
     assert {t["name"]: t["rows"] for t in manifest["tables"]} == {
         name: len(rows) for name, rows in original.items()
     }
-    first_line = json.loads(
-        (exported / "validation_sessions.jsonl").read_text().splitlines()[0]
-    )
+    first_line = json.loads((exported / "validation_sessions.jsonl").read_text().splitlines()[0])
     assert first_line["created_at"].endswith("Z")
     assert first_line["source_technology"] == "PYTHON_FLASK"  # enums as values
 

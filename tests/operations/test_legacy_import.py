@@ -55,7 +55,9 @@ async def test_imports_sample_once_then_skips(db: DatabaseManager, database_url:
     assert all(d["created_at"] == results[0]["created_at"] for d in discrepancies)
     (test,) = rows["behavioral_test_results"]
     assert (test["session_id"], test["scenario_name"], test["execution_status"]) == (
-        one["id"], "login", "passed",
+        one["id"],
+        "login",
+        "passed",
     )
     assert test["created_at"] == datetime(2025, 9, 22, 10, 15, 55, tzinfo=UTC)
     operations = [e["operation"] for e in rows["audit_log"]]
@@ -92,8 +94,10 @@ async def test_conflict_reported_malformed_fails_whole_others_import(
     assert result.returncode == 1, explain(result)
     out = result.stdout
     assert "1 imported, 0 skipped (already imported), 1 conflicts, 4 failed" in out
-    assert "conflict  [0] legacy-0001: already imported with different content: " \
+    assert (
+        "conflict  [0] legacy-0001: already imported with different content: "
         "results[0].fidelity_score differs" in out
+    )
     assert "imported  [1] legacy-0100" in out
     assert "failed    [2] legacy-0101: results[1].fidelity_score: must be between 0 and 1" in out
     assert "failed    [3] (no request_id): must be a JSON object" in out
@@ -105,14 +109,14 @@ async def test_conflict_reported_malformed_fails_whole_others_import(
     assert set(stored) == {"legacy-0001", "legacy-0002", "legacy-0003", "legacy-0100"}
     assert stored["legacy-0100"]["status"] == "processing"
     # The conflicting session is untouched; the failed ones left no row anywhere.
-    assert stored["legacy-0001"] == {
-        s["request_id"]: s for s in before["validation_sessions"]
-    }["legacy-0001"]
+    assert (
+        stored["legacy-0001"]
+        == {s["request_id"]: s for s in before["validation_sessions"]}["legacy-0001"]
+    )
     for name in ("validation_results", "validation_discrepancies", "behavioral_test_results"):
         assert after[name] == before[name], name
-    new_audit = after["audit_log"][len(before["audit_log"]):]
-    assert [e["operation"] for e in new_audit] == ["createValidationSession",
-                                                   "importLegacySession"]
+    new_audit = after["audit_log"][len(before["audit_log"]) :]
+    assert [e["operation"] for e in new_audit] == ["createValidationSession", "importLegacySession"]
     assert (await validate(db)).ok
     async with db.read_session() as s:
         failed_ids = ["legacy-0101", "legacy-0102", "legacy-0103"]

@@ -143,7 +143,11 @@ async def test_rollup_across_boundaries(db: DatabaseManager) -> None:
     daily, weekly, monthly = [await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)]
     # Which periods exist (the open day/week/month of NOW is never stored).
     assert sorted(daily) == [
-        utc(2026, 2, 28), utc(2026, 3, 1), utc(2026, 3, 2), utc(2026, 3, 31), utc(2026, 4, 1)
+        utc(2026, 2, 28),
+        utc(2026, 3, 1),
+        utc(2026, 3, 2),
+        utc(2026, 3, 31),
+        utc(2026, 4, 1),
     ]
     assert sorted(weekly) == [utc(2026, 2, 23), utc(2026, 3, 2), utc(2026, 3, 30)]
     assert sorted(monthly) == [utc(2026, 2, 1), utc(2026, 3, 1)]
@@ -187,7 +191,9 @@ async def test_rollup_across_boundaries(db: DatabaseManager) -> None:
     week = weekly[utc(2026, 2, 23)]  # Saturday 02-28 + Sunday 03-01
     assert (week.total_sessions, week.completed_sessions, week.failed_sessions) == (3, 2, 1)
     assert (week.approved_count, week.approved_with_warnings_count, week.rejected_count) == (
-        1, 1, 1,
+        1,
+        1,
+        1,
     )
     assert week.avg_execution_time == pytest.approx(15.0)
     assert week.avg_fidelity_score == pytest.approx(1.6 / 3)
@@ -250,7 +256,9 @@ async def test_late_write_is_picked_up_by_the_next_rollup(db: DatabaseManager) -
     changed = {p.period: (p.inserted, p.updated) for p in report.periods}
     assert changed == {DAILY: (0, 1), WEEKLY: (0, 1), MONTHLY: (0, 1)}
     assert [p.window_start for p in report.periods] == [
-        utc(2026, 3, 11), utc(2026, 3, 9), utc(2026, 3, 1)
+        utc(2026, 3, 11),
+        utc(2026, 3, 9),
+        utc(2026, 3, 1),
     ]
     assert (await stored(db, DAILY))[utc(2026, 3, 1)].rejected_count == 0
     # A wider window picks the Sunday up (its month is unchanged now).
@@ -324,7 +332,9 @@ async def test_frozen_periods_are_not_recomputed(db: DatabaseManager) -> None:
     report = await run_rollup(db, full=True, days=0, now=NOW, frozen_before=utc(2026, 3, 2))
     # Days and weeks from 03-02 on are intact; March straddles the cutoff: frozen too.
     assert [p.window_start for p in report.periods] == [
-        utc(2026, 3, 2), utc(2026, 3, 2), utc(2026, 4, 1)
+        utc(2026, 3, 2),
+        utc(2026, 3, 2),
+        utc(2026, 4, 1),
     ]
     assert report.written == 0
     after = {p: await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)}
@@ -334,9 +344,7 @@ async def test_frozen_periods_are_not_recomputed(db: DatabaseManager) -> None:
     # Without the guard, a full rollup shrinks the straddling month (not the emptied
     # days and week: a rollup never deletes rows).
     unguarded = await run_rollup(db, full=True, days=0, now=NOW)
-    assert {p.period: p.updated for p in unguarded.periods} == {
-        DAILY: 0, WEEKLY: 0, MONTHLY: 1
-    }
+    assert {p.period: p.updated for p in unguarded.periods} == {DAILY: 0, WEEKLY: 0, MONTHLY: 1}
     assert (await stored(db, DAILY))[utc(2026, 2, 28)].total_sessions == 1
 
 
@@ -381,15 +389,17 @@ async def test_list_merges_stored_and_live(db: DatabaseManager) -> None:
     # [from, to) on period starts, across the stored/live seam
     window = await service.list_metrics(DAILY, utc(2026, 3, 31, 1), utc(2026, 4, 15, 1), now=NOW)
     assert [r.metric_date for r in window] == [utc(2026, 4, 1), utc(2026, 4, 15)]
-    assert [r.metric_date for r in await service.list_metrics(DAILY, None, utc(2026, 3, 1),
-                                                                now=NOW)] == [utc(2026, 2, 28)]
+    assert [
+        r.metric_date for r in await service.list_metrics(DAILY, None, utc(2026, 3, 1), now=NOW)
+    ] == [utc(2026, 2, 28)]
     assert await service.list_metrics(DAILY, utc(2026, 4, 16), None, now=NOW) == []
     capped = await service.list_metrics(DAILY, now=NOW, limit=2)
     assert [r.metric_date for r in capped] == [utc(2026, 2, 28), utc(2026, 3, 1)]
     # A period that closed after the last rollup is live until the next one.
     later = await service.list_metrics(WEEKLY, now=utc(2026, 4, 21))
     assert [(r.metric_date, r.id == LIVE_METRIC_ID) for r in later][-1] == (
-        utc(2026, 4, 13), True,
+        utc(2026, 4, 13),
+        True,
     )
 
 
@@ -404,9 +414,7 @@ query($period: MetricPeriod!, $from: DateTime, $to: DateTime) {
 """
 
 
-async def test_metrics_query_serves_the_open_period_live(
-    db: DatabaseManager, gql: Gql
-) -> None:
+async def test_metrics_query_serves_the_open_period_live(db: DatabaseManager, gql: Gql) -> None:
     old = Rows()
     s = old.session(datetime.now(UTC) - timedelta(days=3), "completed")
     old.result(s, datetime.now(UTC) - timedelta(days=3), "approved", 0.5)

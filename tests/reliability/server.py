@@ -200,8 +200,16 @@ def spawn_server(
     ``await server.wait_ready()``); the caller must ``stop()`` it."""
     log_path = log_dir / f"migval-serve-{os.getpid()}-{next(_counter)}.log"
     argv = [
-        sys.executable, "-m", "graph.cli", "serve",
-        "--host", "127.0.0.1", "--port", "0", "--log-level", log_level,
+        sys.executable,
+        "-m",
+        "graph.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--log-level",
+        log_level,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -376,8 +384,12 @@ async def pg_connect(database_url: str) -> asyncpg.Connection:
     """A plain asyncpg connection (not pooled, not 'migval') to the test database."""
     url = make_url(database_url)
     return await asyncpg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password,
-        database=url.database, timeout=5,
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        timeout=5,
     )
 
 

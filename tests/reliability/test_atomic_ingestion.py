@@ -84,9 +84,7 @@ async def client(db: DatabaseManager) -> AsyncIterator[httpx.AsyncClient]:
 async def _post(client: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> Any:
     # ensure_ascii keeps lone surrogates as "\ud800" escapes, which JSON allows
     content = json.dumps(gql_body(query, variables)).encode()
-    response = await client.post(
-        "/", content=content, headers={"content-type": "application/json"}
-    )
+    response = await client.post("/", content=content, headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
     return response.json()
 

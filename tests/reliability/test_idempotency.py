@@ -380,9 +380,7 @@ async def test_without_a_key_nothing_is_stored_and_nothing_replays(
 # ----------------------------------------------------------------------- scoping
 
 
-async def test_keys_are_scoped_per_actor(
-    db: DatabaseManager, client: httpx.AsyncClient
-) -> None:
+async def test_keys_are_scoped_per_actor(db: DatabaseManager, client: httpx.AsyncClient) -> None:
     tokens = TokenService(db)
     alice = (await tokens.create("alice", Role.WRITER)).token
     bob = (await tokens.create("bob", Role.WRITER)).token
@@ -640,9 +638,7 @@ async def test_ttl_from_the_environment_sets_expiry(
 # ---------------------------------------------------------------------- migration
 
 
-async def test_migration_0003_up_and_down(
-    empty_database_url: str, alembic_run: AlembicRun
-) -> None:
+async def test_migration_0003_up_and_down(empty_database_url: str, alembic_run: AlembicRun) -> None:
     url = empty_database_url
 
     async def tables() -> set[str]:

@@ -207,8 +207,20 @@ def create_cluster() -> Cluster:
     cluster = Cluster(base, _free_port(), pg_ctl, run_as)
     try:
         subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [*run_as, initdb, "-D", str(cluster.data), "-U", "postgres", "-A", "trust",
-             "-E", "UTF8", "--no-sync", "--no-instructions"],
+            [
+                *run_as,
+                initdb,
+                "-D",
+                str(cluster.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
             check=True,
             capture_output=True,
             timeout=120,
@@ -460,9 +472,7 @@ async def check_accounting(cluster: Cluster, ledger: Ledger, prefix: str) -> set
 # ---------------------------------------------------------------------------- tests
 
 
-async def test_outage_and_recovery(
-    cluster: Cluster, healthy: ServerProcess
-) -> None:
+async def test_outage_and_recovery(cluster: Cluster, healthy: ServerProcess) -> None:
     server = healthy
     ledger = Ledger()
     pid, log_from = server.pid, len(server.log_text())
@@ -617,7 +627,8 @@ async def wait_for_lock_waiter(conn: asyncpg.Connection, relation: str, who: str
             "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE NOT l.granted AND l.relation = $1::regclass AND a.application_name = $2 "
             "LIMIT 1",
-            relation, who,
+            relation,
+            who,
         )
         if pid is not None:
             return int(pid)
@@ -645,13 +656,17 @@ async def test_committed_write_whose_payload_read_fails_is_not_reported_as_retry
             held = audit.transaction()
             await held.start()
             await audit.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
-            variables = {"input": {
-                "requestId": "payload-after-commit", "overallStatus": "APPROVED",
-                "fidelityScore": 0.5, "summary": "payload after commit",
-                "discrepancies": [
-                    {"discrepancyType": "layout", "severity": "INFO", "description": "d"}
-                ],
-            }}
+            variables = {
+                "input": {
+                    "requestId": "payload-after-commit",
+                    "overallStatus": "APPROVED",
+                    "fidelityScore": 0.5,
+                    "summary": "payload after commit",
+                    "discrepancies": [
+                        {"discrepancyType": "layout", "severity": "INFO", "description": "d"}
+                    ],
+                }
+            }
             pending = asyncio.create_task(
                 client.post("/graphql", json=gql_body(RECORD_SMALL, variables))
             )
@@ -751,9 +766,7 @@ async def smart_shutdown_held(cluster: Cluster) -> AsyncIterator[None]:
         await asyncio.to_thread(cluster.wait_stopped)
 
 
-async def test_traffic_in_flight_across_shutdowns(
-    cluster: Cluster, healthy: ServerProcess
-) -> None:
+async def test_traffic_in_flight_across_shutdowns(cluster: Cluster, healthy: ServerProcess) -> None:
     server = healthy
     ledger = Ledger()
     async with server.client(timeout=30.0) as client:

@@ -138,7 +138,8 @@ async def _no_busy_backends(dialect: str, database_url: str) -> None:
 
 async def _checked_in(db: DatabaseManager) -> None:
     await wait_until(
-        lambda: db.pool_stats().checked_out == 0, within_s=GRACE_S,
+        lambda: db.pool_stats().checked_out == 0,
+        within_s=GRACE_S,
         what=f"every connection checked in ({db.pool_stats()})",
     )
 
@@ -220,8 +221,12 @@ async def test_sqlite_write_lock_exhaustion_answers_service_unavailable(
     db: DatabaseManager, db_factory: DbFactory
 ) -> None:
     small = db_factory(
-        pool_size=1, max_overflow=0, pool_timeout=0.5,  # ignored by SQLite (README)
-        sqlite_busy_timeout_ms=100, retry_attempts=2, retry_deadline_s=0.5,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.5,  # ignored by SQLite (README)
+        sqlite_busy_timeout_ms=100,
+        retry_attempts=2,
+        retry_deadline_s=0.5,
     )
     async with _client(small) as client:
         async with small.engine.connect() as held:
@@ -270,7 +275,8 @@ async def test_cancelled_requests_return_their_connections(
                 tasks = _spawn(client, reads=10, writes=10, tag="blocked")
                 await wait_until(lock_waiters, within_s=GRACE_S, what="requests to block")
                 await wait_until(
-                    lambda: manager.pool_stats().checked_out >= 5, within_s=GRACE_S,
+                    lambda: manager.pool_stats().checked_out >= 5,
+                    within_s=GRACE_S,
                     what="connections checked out by the blocked requests",
                 )
                 await _cancel(tasks)
@@ -279,7 +285,8 @@ async def test_cancelled_requests_return_their_connections(
                 await held.exec_driver_sql("SELECT 1")  # BEGIN IMMEDIATE: the write lock
                 tasks = _spawn(client, reads=0, writes=10, tag="blocked")
                 await wait_until(
-                    lambda: manager.pool_stats().checked_out >= 5, within_s=GRACE_S,
+                    lambda: manager.pool_stats().checked_out >= 5,
+                    within_s=GRACE_S,
                     what="writers waiting on the lock",
                 )
                 await _cancel(tasks)
@@ -345,8 +352,10 @@ async def test_sqlite_write_cancelled_mid_statement_releases_the_write_lock(
                 body = gql_body(RECORD_RESULT, {"input": record_input(request_id, items)})
                 task = asyncio.ensure_future(client.post("/", json=body))
                 await wait_until(
-                    lambda t=task: sqlite_write_locked(path) or t.done(), within_s=30,
-                    interval=0.002, what="the write transaction to start",
+                    lambda t=task: sqlite_write_locked(path) or t.done(),
+                    within_s=30,
+                    interval=0.002,
+                    what="the write transaction to start",
                 )
                 await asyncio.sleep(delay)  # inside the 10,000-row INSERT
                 task.cancel()
@@ -451,11 +460,10 @@ async def test_disconnecting_clients_leak_nothing_on_a_real_server(
         async with _sessions_locked(database_url) as lock_waiters:
             tasks = await _burst(server, reads=12, writes=4, tag="blocked")
             tasks.append(asyncio.ensure_future(_large_write(server, "big-sent")))
-            tasks.append(
-                asyncio.ensure_future(_large_write(server, "big-cut", stall_halfway=True))
-            )
+            tasks.append(asyncio.ensure_future(_large_write(server, "big-cut", stall_halfway=True)))
             await wait_until(
-                lambda: _at_least(lock_waiters(), 8), within_s=30,
+                lambda: _at_least(lock_waiters(), 8),
+                within_s=30,
                 what="the server's statements to wait on the lock",
             )
             await _disconnect(tasks)
@@ -487,9 +495,7 @@ async def _at_least(count: Awaitable[int], n: int) -> bool:
     return await count >= n
 
 
-async def _disconnect(
-    tasks: list[asyncio.Task[Any]], rng: random.Random | None = None
-) -> None:
+async def _disconnect(tasks: list[asyncio.Task[Any]], rng: random.Random | None = None) -> None:
     """Cancel the client tasks: each closes its socket, whatever the request's state."""
     for task in tasks:
         task.cancel()
@@ -504,4 +510,3 @@ async def _serving(server: ServerProcess) -> None:
         body = await _post(client, _read(), "/graphql")
         _assert_ok(body)
         assert body["data"]["sessions"]["totalCount"] >= 10
-

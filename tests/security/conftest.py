@@ -158,11 +158,7 @@ async def seed_data(db: DatabaseManager) -> Seed:
     )
     async with db.read_session() as s:
         ids = tuple(
-            (
-                await s.scalars(
-                    sa.text("SELECT id FROM validation_discrepancies ORDER BY id")
-                )
-            ).all()
+            (await s.scalars(sa.text("SELECT id FROM validation_discrepancies ORDER BY id"))).all()
         )
     await DiscrepancyService(db).resolve(ids[1], "seed")
     tests = await BehavioralTestService(db).record(

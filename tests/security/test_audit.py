@@ -606,30 +606,35 @@ async def test_audit_log_query_paginates_newest_first(
     assert newest["entityGlobalId"] == gid
     assert (newest["before"], newest["after"]) == ({"status": "pending"}, {"status": "processing"})
     assert (newest["actorName"], newest["actorRole"], newest["actorTokenId"]) == (
-        "anonymous", "admin", None,
+        "anonymous",
+        "admin",
+        None,
     )
-    rest = (
-        await api.gql(AUDIT_LOG, {"first": 3, "after": first["pageInfo"]["endCursor"]})
-    )["data"]["auditLog"]
+    rest = (await api.gql(AUDIT_LOG, {"first": 3, "after": first["pageInfo"]["endCursor"]}))[
+        "data"
+    ]["auditLog"]
     assert rest["pageInfo"]["hasNextPage"] is False
     assert rest["pageInfo"]["hasPreviousPage"] is True
     seen = [n["databaseId"] for n in first["nodes"] + rest["nodes"]]
     assert seen == sorted(seen, key=int, reverse=True)
     assert len(set(seen)) == 4
     assert [n["after"]["request_id"] for n in first["nodes"][1:] + rest["nodes"]] == [
-        "page-2", "page-1", "page-0",
+        "page-2",
+        "page-1",
+        "page-0",
     ]
 
-    by_entity = (
-        await api.gql(AUDIT_LOG, {"first": 10, "filter": {"entity": gid}})
-    )["data"]["auditLog"]
+    by_entity = (await api.gql(AUDIT_LOG, {"first": 10, "filter": {"entity": gid}}))["data"][
+        "auditLog"
+    ]
     assert [n["operation"] for n in by_entity["nodes"]] == [
-        "updateSessionStatus", "createValidationSession",
+        "updateSessionStatus",
+        "createValidationSession",
     ]
     only_creates = {"operation": ["createValidationSession"]}
-    by_operation = (
-        await api.gql(AUDIT_LOG, {"first": 10, "filter": only_creates})
-    )["data"]["auditLog"]
+    by_operation = (await api.gql(AUDIT_LOG, {"first": 10, "filter": only_creates}))["data"][
+        "auditLog"
+    ]
     assert by_operation["totalCount"] == 3
 
     too_many = await api.gql(AUDIT_LOG, {"first": 101})

@@ -237,8 +237,11 @@ def root_cert(tmp_path: Path) -> str:
         ("postgresql+asyncpg://u@db.internal/x", {}, "db.internal"),
         ("postgresql+asyncpg://u@localhost.example.com/x", {}, "localhost.example.com"),
         ("postgresql+asyncpg://u@/x?host=db.example.com", {}, "db.example.com"),
-        ("postgresql+asyncpg://u@/x?host=127.0.0.1&host=db.example.com:5433", {},
-         "db.example.com:5433"),
+        (
+            "postgresql+asyncpg://u@/x?host=127.0.0.1&host=db.example.com:5433",
+            {},
+            "db.example.com:5433",
+        ),
         ("postgresql+asyncpg://u@/x", {"PGHOST": "db.example.com"}, "db.example.com"),
     ],
 )
@@ -252,8 +255,12 @@ def test_production_refuses_weak_tls_to_a_remote_host(
     assert error.field == "SSL_MODE"
     assert f"host {shown!r} is not loopback" in error.message
     assert f"is {(mode or 'disable').lower()!r}" in error.message
-    for hint in ("MIGVAL_ENV=production", "SSL_MODE=verify-full", "SSL_ROOT_CERT",
-                 "MIGVAL_ALLOW_INSECURE_DB_TLS=1"):
+    for hint in (
+        "MIGVAL_ENV=production",
+        "SSL_MODE=verify-full",
+        "SSL_ROOT_CERT",
+        "MIGVAL_ALLOW_INSECURE_DB_TLS=1",
+    ):
         assert hint in error.message
     assert "\n" not in str(error)
 

@@ -15,7 +15,7 @@ import persistence.crypto
 from graph.app import create_app
 from graph.cli import main
 from graph.schema import build_graphql_app
-from graph.settings import AppSettings, Environment, is_loopback
+from graph.settings import AppSettings, Environment, PlanMode, is_loopback
 from persistence.actor import SYSTEM, current_actor
 from persistence.database import DatabaseManager
 from persistence.enums import Role
@@ -125,8 +125,12 @@ async def test_development_lets_anonymous_requests_in_as_admin(
     assert (await api.gql("{ sessions { totalCount } }"))["data"]["sessions"]["totalCount"] == 1
     async with db.read_session() as s:
         row = (
-            await s.execute(sa.text("SELECT actor_name, actor_role, actor_token_id, request_id, "
-                                    "client_address FROM audit_log"))
+            await s.execute(
+                sa.text(
+                    "SELECT actor_name, actor_role, actor_token_id, request_id, "
+                    "client_address FROM audit_log"
+                )
+            )
         ).one()
     assert tuple(row) == ("anonymous", "admin", None, "dev-req", "127.0.0.1")
     assert current_actor() == SYSTEM  # the request's actor did not leak into the caller
@@ -141,15 +145,14 @@ async def test_the_audit_trail_names_the_token(
     async with db.read_session() as s:
         token_id = await s.scalar(sa.text("SELECT id FROM api_tokens"))
         row = (
-            await s.execute(sa.text("SELECT actor_name, actor_role, actor_token_id, request_id "
-                                    "FROM audit_log"))
+            await s.execute(
+                sa.text("SELECT actor_name, actor_role, actor_token_id, request_id FROM audit_log")
+            )
         ).one()
     assert tuple(row) == ("deploy-bot", "writer", token_id, "tok-req")
 
 
-async def test_development_anonymous_role_is_configurable(
-    make_api: MakeApi, issue: Issue
-) -> None:
+async def test_development_anonymous_role_is_configurable(make_api: MakeApi, issue: Issue) -> None:
     viewer_anonymous = make_api(AppSettings(anonymous_role=Role.VIEWER))
     assert "errors" not in await viewer_anonymous.gql("{ sessions { totalCount } }")
     refused = await viewer_anonymous.gql(CREATE)
@@ -209,7 +212,12 @@ async def test_create_app_reads_the_mode_from_the_environment(
 
 
 def test_settings_from_env() -> None:
-    assert AppSettings.from_env({}) == AppSettings(Environment.DEVELOPMENT, Role.ADMIN, False)
+    assert AppSettings.from_env({}) == AppSettings(
+        Environment.DEVELOPMENT, Role.ADMIN, False, execution_plans=PlanMode.ON
+    )
+    assert AppSettings.from_env({"MIGVAL_EXECUTION_PLANS": " OFF "}).execution_plans is (
+        PlanMode.OFF
+    )
     prod = AppSettings.from_env({"MIGVAL_ENV": "Production"})
     assert prod.production
     assert prod.auth_required
@@ -224,6 +232,7 @@ def test_settings_from_env() -> None:
         ({"MIGVAL_ANONYMOUS_ROLE": "root"}, "MIGVAL_ANONYMOUS_ROLE"),
         ({"MIGVAL_ENV": "production", "MIGVAL_ANONYMOUS_ROLE": "admin"}, "MIGVAL_ANONYMOUS_ROLE"),
         ({"MIGVAL_ALLOW_INSECURE_BIND": "maybe"}, "MIGVAL_ALLOW_INSECURE_BIND"),
+        ({"MIGVAL_EXECUTION_PLANS": "fast"}, "MIGVAL_EXECUTION_PLANS"),
     ):
         with pytest.raises(ConfigurationError) as error:
             AppSettings.from_env(env)
@@ -247,7 +256,9 @@ def test_bind_check() -> None:
 def test_serve_refuses_a_public_bind_in_development(tmp_path: Any) -> None:
     started = time.monotonic()
     result = run_cli(
-        "serve", "--host", "0.0.0.0",  # noqa: S104 - the point of the test
+        "serve",
+        "--host",
+        "0.0.0.0",  # noqa: S104 - the point of the test
         database_url=f"sqlite+aiosqlite:///{tmp_path}/never.db",
     )
     assert result.returncode == 2, result.stderr

@@ -85,8 +85,10 @@ def test_every_root_field_requires_a_role(root: str, which: Any) -> None:
         if not all(issubclass(p, RolePermission) for p in perms)
     ]
     assert not_roles == [], f"{root} fields guarded by something other than a role: {not_roles}"
-    actual = {name: max((p.role for p in perms), key=ROLE_RANK.__getitem__)
-              for name, perms in roles.items()}
+    actual = {
+        name: max((p.role for p in perms), key=ROLE_RANK.__getitem__)
+        for name, perms in roles.items()
+    }
     assert actual == EXPECTED_ROLES[root], (
         f"{root}: roles differ from EXPECTED_ROLES (a new field must be listed there)"
     )
@@ -114,9 +116,9 @@ class Op:
         return {**EXPECTED_ROLES["Query"], **EXPECTED_ROLES["Mutation"]}[self.field]
 
 
-def _node(fragment: str, type_name: str, pick: Callable[[Seed], int]) -> Callable[
-    [Seed], tuple[str, dict[str, Any]]
-]:
+def _node(
+    fragment: str, type_name: str, pick: Callable[[Seed], int]
+) -> Callable[[Seed], tuple[str, dict[str, Any]]]:
     query = f"query($id: ID!) {{ node(id: $id) {{ id ... on {type_name} {{ {fragment} }} }} }}"
     return lambda s: (query, {"id": s.gid(type_name, pick(s))})
 
@@ -150,26 +152,33 @@ OPERATIONS = [
     Op(
         "node-result",
         "node",
-        _node("summary session { requestId } discrepancies { description }",
-              "ValidationResult", lambda s: s.result_id),
+        _node(
+            "summary session { requestId } discrepancies { description }",
+            "ValidationResult",
+            lambda s: s.result_id,
+        ),
     ),
     Op(
         "node-discrepancy",
         "node",
-        _node("description session { requestId } result { summary }",
-              "Discrepancy", lambda s: s.discrepancy_ids[0]),
+        _node(
+            "description session { requestId } result { summary }",
+            "Discrepancy",
+            lambda s: s.discrepancy_ids[0],
+        ),
     ),
     Op(
         "node-behavioral-test",
         "node",
-        _node("scenarioName session { requestId }", "BehavioralTestResult",
-              lambda s: s.test_id),
+        _node("scenarioName session { requestId }", "BehavioralTestResult", lambda s: s.test_id),
     ),
     Op(
         "session",
         "session",
-        lambda s: (f"query($r: String!) {{ session(requestId: $r) {{ {SESSION_TREE} }} }}",
-                   {"r": s.request_id}),
+        lambda s: (
+            f"query($r: String!) {{ session(requestId: $r) {{ {SESSION_TREE} }} }}",
+            {"r": s.request_id},
+        ),
     ),
     Op(
         "sessions",
@@ -201,8 +210,10 @@ OPERATIONS = [
     Op(
         "discrepancyStats",
         "discrepancyStats",
-        lambda s: ("{ discrepancyStats(groupBy: [SEVERITY]) { severity count resolvedCount } }",
-                   {}),
+        lambda s: (
+            "{ discrepancyStats(groupBy: [SEVERITY]) { severity count resolvedCount } }",
+            {},
+        ),
     ),
     Op(
         "auditLog",
@@ -268,8 +279,10 @@ OPERATIONS = [
         "resolveDiscrepancies",
         "discrepancies { isResolved }",
         lambda s: {
-            "ids": [s.gid("Discrepancy", s.discrepancy_ids[0]),
-                    s.gid("Discrepancy", s.discrepancy_ids[2])],
+            "ids": [
+                s.gid("Discrepancy", s.discrepancy_ids[0]),
+                s.gid("Discrepancy", s.discrepancy_ids[2]),
+            ],
             "resolvedBy": "tester",
         },
     ),

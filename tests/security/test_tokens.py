@@ -42,8 +42,11 @@ def assert_unauthenticated(response: object, message: str) -> None:
     status = getattr(response, "status_code", None)
     assert status == 401, getattr(response, "text", response)
     body = response.json()  # type: ignore[attr-defined]
-    assert body == {"errors": [{"message": body["errors"][0]["message"],
-                                "extensions": {"code": "UNAUTHENTICATED"}}]}
+    assert body == {
+        "errors": [
+            {"message": body["errors"][0]["message"], "extensions": {"code": "UNAUTHENTICATED"}}
+        ]
+    }
     assert message in body["errors"][0]["message"]
     assert response.headers["www-authenticate"].startswith("Bearer")  # type: ignore[attr-defined]
 
@@ -53,9 +56,7 @@ def assert_unauthenticated(response: object, message: str) -> None:
 # ``graph.cli.main`` in a worker thread (same code, a second faster).
 
 
-async def cli_in_process(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, *argv: str
-) -> int:
+async def cli_in_process(monkeypatch: pytest.MonkeyPatch, database_url: str, *argv: str) -> int:
     monkeypatch.setenv("DATABASE_URL", database_url)
     return await asyncio.to_thread(main, list(argv))
 
@@ -64,7 +65,14 @@ async def test_cli_create_list_revoke(
     db: DatabaseManager, database_url: str, make_api: MakeApi
 ) -> None:
     created = run_cli(
-        "token", "create", "--name", "ci-bot", "--role", "writer", "--expires-in", "30d",
+        "token",
+        "create",
+        "--name",
+        "ci-bot",
+        "--role",
+        "writer",
+        "--expires-in",
+        "30d",
         database_url=database_url,
     )
     assert created.returncode == 0, created.stderr
@@ -129,9 +137,12 @@ async def test_cli_list_table_and_refusals(
     assert token not in line
 
     # a duplicate name: exit 1, a clear message, no token printed, nothing written
-    assert await cli_in_process(
-        monkeypatch, database_url, "token", "create", "--name", "dup", "--role", "admin"
-    ) == 1
+    assert (
+        await cli_in_process(
+            monkeypatch, database_url, "token", "create", "--name", "dup", "--role", "admin"
+        )
+        == 1
+    )
     out = capsys.readouterr()
     assert out.out == ""
     assert "a token named 'dup' already exists" in out.err
@@ -156,7 +167,13 @@ async def test_cli_list_table_and_refusals(
         (("--name", "x", "--role", "viewer", "--expires-in", "99999d"), "at most"),
         (("--name", "has space", "--role", "viewer"), "--name"),
         (("--name", "x", "--role", "root"), "--role"),
-        (("--role", "viewer",), "--name"),
+        (
+            (
+                "--role",
+                "viewer",
+            ),
+            "--name",
+        ),
     ],
 )
 def test_cli_rejects_bad_arguments_with_exit_2(

@@ -248,8 +248,20 @@ def start_tls_cluster(server: Issued) -> TlsCluster:
     )
     try:
         subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [*run_as, initdb, "-D", str(cluster.data), "-U", "postgres", "-A", "trust",
-             "-E", "UTF8", "--no-sync", "--no-instructions"],
+            [
+                *run_as,
+                initdb,
+                "-D",
+                str(cluster.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
             check=True,
             capture_output=True,
             timeout=120,
@@ -269,8 +281,18 @@ def start_tls_cluster(server: Issued) -> TlsCluster:
         # The only line: TLS over 127.0.0.1. No `host` (plaintext) and no `local` line.
         (cluster.data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 trust\n")
         subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [*run_as, pg_ctl, "-D", str(cluster.data), "-l", str(cluster.log), "-w",
-             "-t", "60", "start"],
+            [
+                *run_as,
+                pg_ctl,
+                "-D",
+                str(cluster.data),
+                "-l",
+                str(cluster.log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             check=True,
             capture_output=True,
             timeout=90,

@@ -1,0 +1,64 @@
+"""Process-wide LRU caches of parsed documents and of accepted validations.
+
+Parsing and validating (graphql-core's rules plus the query limits) cost more CPU
+than serving a planned query, and clients send the same few documents over and over.
+Only successes are cached: a document that failed to parse or validate goes through
+the whole pipeline again and gets its errors afresh. A validation's outcome depends on
+the schema, the document, the operation and the variables (``first`` can come from
+one), so all of them are in the key; requests with large variables (mutation inputs)
+are not cached.
+"""
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from graphql import DocumentNode
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+CACHE_SIZE = 512
+MAX_VARIABLES_CHARS = 4096
+
+
+class LRU(Generic[K, V]):
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+# (query text, token limit) -> parsed document (graphql-core never mutates it).
+PARSED: LRU[tuple[str, int], DocumentNode] = LRU()
+# (schema id, query text, operation name, variables) -> the accepted operation's cost.
+ACCEPTED: LRU[tuple[int, str, str | None, str], int] = LRU()
+
+
+def validation_key(
+    schema: object, query: str, operation: str | None, variables: dict[str, object] | None
+) -> tuple[int, str, str | None, str] | None:
+    """The ACCEPTED key of a request, or None when it should not be cached."""
+    try:
+        encoded = json.dumps(variables or {}, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    if len(encoded) > MAX_VARIABLES_CHARS:
+        return None
+    return (id(schema), query, operation, encoded)

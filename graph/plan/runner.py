@@ -1,0 +1,207 @@
+"""Run a compiled plan: breadth first, one loader batch per relation per level, leaf
+values written straight into the response dictionaries.
+
+Every level starts all its loads in the same event-loop turn, so each loader runs one
+batch (one statement) per level whatever the number of rows. Anything standard
+execution would answer with an error (a null in a non-null field, a value a scalar
+refuses, a missing role, bad arguments) raises ``Unsupported`` or the original
+exception: the caller then falls back to standard execution, which produces the error.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import GraphQLInt
+from graphql.execution.values import get_argument_values, get_variable_values
+from strawberry.types.arguments import convert_arguments
+
+from graph.context import Context
+from graph.plan.compiler import (
+    ConnectionPlan,
+    ObjectPlan,
+    Plan,
+    RelationPlan,
+    Unsupported,
+    serializer,
+)
+from persistence.pagination import Page, encode_cursor
+from persistence.records import Record
+
+Out = dict[str, Any]
+_int = serializer(GraphQLInt)
+
+
+@dataclass(slots=True)
+class _Level:
+    """Rows of one object selection at one level, and the dictionaries they fill."""
+
+    plan: ObjectPlan
+    rows: list[Any]
+    outs: list[Out]
+
+
+@dataclass(slots=True)
+class _Job:
+    relation: RelationPlan
+    outs: list[Out]
+    keys: list[Any]  # per parent; None: no row (nullable foreign key)
+    arguments: dict[str, Any]
+    values: Awaitable[list[Any]]
+
+
+async def run_plan(
+    plan: Plan, schema: Any, context: Context, raw_variables: dict[str, Any] | None
+) -> Out:
+    """The response ``data`` of ``plan``; raises when standard execution must answer."""
+    if not all(context.actor.has_role(role) for role in plan.roles):
+        raise Unsupported  # standard execution answers FORBIDDEN where it applies
+    variables: Any = get_variable_values(
+        schema._schema, plan.variable_definitions, raw_variables or {}
+    )
+    if isinstance(variables, list):  # coercion errors: standard execution reports them
+        raise Unsupported
+    data = plan.root.template.copy()
+    levels = [_Level(plan.root, [None], [data])]
+    while levels:
+        jobs: list[_Job] = []
+        for level in levels:
+            _fill_leaves(level)
+            for relation in level.plan.relations:
+                jobs.append(_start(relation, level, variables, schema, context))
+        if not jobs:
+            break
+        results = await asyncio.gather(*(job.values for job in jobs))
+        merged: dict[int, _Level] = {}
+        for job, values in zip(jobs, results, strict=True):
+            _attach(job, values, merged)
+        levels = [level for level in merged.values() if level.rows]
+    return data
+
+
+def _fill_leaves(level: _Level) -> None:
+    leaves = [(leaf.key, leaf.attr, leaf.serialize, leaf.non_null) for leaf in level.plan.leaves]
+    for row, out in zip(level.rows, level.outs, strict=True):
+        for key, attr, serialize, non_null in leaves:
+            value = getattr(row, attr)
+            if value is None:
+                if non_null:
+                    raise Unsupported  # a null where none may be: standard reports it
+            else:
+                out[key] = serialize(value)
+
+
+def _start(
+    relation: RelationPlan, level: _Level, variables: Any, schema: Any, context: Context
+) -> _Job:
+    raw = get_argument_values(relation.field_def, relation.node, variables)
+    arguments = convert_arguments(
+        raw,
+        relation.strawberry_field.arguments,
+        scalar_registry=schema.schema_converter.scalar_registry,
+        config=schema.config,
+    )
+    fetch = relation.fetch
+    if fetch.parent is None:
+        keys = [fetch.key(None, arguments) for _ in level.rows]
+    else:
+        parent = fetch.parent
+        keys = []
+        for row in level.rows:
+            parent_id = getattr(row, parent)
+            keys.append(None if parent_id is None else fetch.key(parent_id, arguments))
+    loader = fetch.loader(context.loaders)
+    values = loader.load_many([key for key in keys if key is not None])
+    return _Job(relation, level.outs, keys, arguments, values)
+
+
+def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None:
+    """Put the loaded rows into the parents' dictionaries; queue the next level."""
+    relation = job.relation
+    name = relation.key
+    found = iter(values)
+    child = relation.child
+    kind = relation.fetch.kind
+    if kind == "page":
+        sort_value = relation.fetch.sort_value
+        if not isinstance(child, ConnectionPlan) or sort_value is None:
+            raise Unsupported
+        had_after = job.arguments.get("after") is not None
+        for out, key in zip(job.outs, job.keys, strict=True):
+            out[name] = _connection(child, next(found), sort_value(key), had_after, merged)
+        return
+    if not isinstance(child, ObjectPlan):
+        raise Unsupported
+    level = _level_of(child, merged)
+    template = child.template
+    if kind == "one":
+        for out, key in zip(job.outs, job.keys, strict=True):
+            row = None if key is None else next(found)
+            if row is None:
+                if relation.non_null:
+                    raise Unsupported
+                out[name] = None
+                continue
+            out[name] = item = template.copy()
+            level.rows.append(row)
+            level.outs.append(item)
+        return
+    for out, rows in zip(job.outs, values, strict=True):
+        items = [template.copy() for _ in rows]
+        out[name] = items
+        level.rows.extend(rows)
+        level.outs.extend(items)
+
+
+def _level_of(plan: ObjectPlan, merged: dict[int, _Level]) -> _Level:
+    level = merged.get(id(plan))
+    if level is None:
+        level = merged[id(plan)] = _Level(plan, [], [])
+    return level
+
+
+def _connection(
+    plan: ConnectionPlan,
+    page: Page[Record],
+    sort_value: Any,
+    had_after: bool,
+    merged: dict[int, _Level],
+) -> Out:
+    out = plan.template.copy()
+    rows = list(page.items)
+    cursors = [encode_cursor(sort_value(row), row.id) for row in rows] if plan.needs_cursors else []
+    for key in plan.total_keys:
+        out[key] = _int(page.total_count)
+    for key, node_plan in plan.nodes:
+        level = _level_of(node_plan, merged)
+        items = [node_plan.template.copy() for _ in rows]
+        out[key] = items
+        level.rows.extend(rows)
+        level.outs.extend(items)
+    for key, edge_plan in plan.edges:
+        edges = [edge_plan.template.copy() for _ in rows]
+        out[key] = edges
+        for cursor_key in edge_plan.cursor_keys:
+            for edge, cursor in zip(edges, cursors, strict=True):
+                edge[cursor_key] = cursor
+        for node_key, node_plan in edge_plan.nodes:
+            level = _level_of(node_plan, merged)
+            items = [node_plan.template.copy() for _ in rows]
+            for edge, item in zip(edges, items, strict=True):
+                edge[node_key] = item
+            level.rows.extend(rows)
+            level.outs.extend(items)
+    if plan.page_infos:
+        values = {
+            "hasNextPage": page.has_next_page,
+            "hasPreviousPage": had_after,
+            "startCursor": cursors[0] if cursors else None,
+            "endCursor": cursors[-1] if cursors else None,
+        }
+        for key, info_plan in plan.page_infos:
+            info = info_plan.template.copy()
+            for info_key, field_name in info_plan.entries:
+                info[info_key] = values[field_name]
+            out[key] = info
+    return out
