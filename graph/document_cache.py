@@ -47,13 +47,14 @@ class LRU(Generic[K, V]):
 
 # (query text, token limit) -> parsed document (graphql-core never mutates it).
 PARSED: LRU[tuple[str, int], DocumentNode] = LRU()
-# (schema id, query text, operation name, variables) -> the accepted operation's cost.
-ACCEPTED: LRU[tuple[int, str, str | None, str], int] = LRU()
+# (schema, query text, operation name, variables) -> the accepted operation's cost. The
+# schema object itself is in the key (not its id, which a later schema could reuse).
+ACCEPTED: LRU[tuple[object, str, str | None, str], int] = LRU()
 
 
 def validation_key(
     schema: object, query: str, operation: str | None, variables: dict[str, object] | None
-) -> tuple[int, str, str | None, str] | None:
+) -> tuple[object, str, str | None, str] | None:
     """The ACCEPTED key of a request, or None when it should not be cached."""
     try:
         encoded = json.dumps(variables or {}, sort_keys=True)
@@ -61,4 +62,4 @@ def validation_key(
         return None
     if len(encoded) > MAX_VARIABLES_CHARS:
         return None
-    return (id(schema), query, operation, encoded)
+    return (schema, query, operation, encoded)

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError
@@ -139,16 +140,25 @@ class MigvalGraphQL(GraphQL[Context, None]):
             set_actor(previous)  # the actor is the request's only
             reset_request_id(request_id)
 
+    def encode_json(self, data: object) -> bytes:
+        """The response body: orjson (a fraction of the stdlib's CPU on large pages);
+        what orjson refuses (integers beyond 64 bits in JSON fields) goes through the
+        stdlib encoder."""
+        try:
+            return orjson.dumps(data)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return json.dumps(data, separators=(",", ":")).encode()
+
     def decode_json(self, data: str | bytes) -> object:
         """The request body: a JSON object or array; anything else (including JSON
         Python cannot decode: huge numbers, deep nesting, bad UTF-8) is a 400, never
         a 500."""
         try:
-            decoded = json.loads(data)
-        except json.JSONDecodeError:
-            raise  # strawberry answers 400 "Unable to parse request body as JSON"
-        except (ValueError, RecursionError, UnicodeDecodeError):
-            raise HTTPException(400, "Unable to parse request body as JSON") from None
+            # orjson is several times faster on large writes; what it refuses (integers
+            # beyond 64 bits, lone surrogates, NaN) gets the stdlib's verdict.
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            decoded = _stdlib_json(data)
         if not isinstance(decoded, dict | list):
             raise HTTPException(400, "The request body must be a JSON object")
         return decoded
@@ -177,6 +187,15 @@ class MigvalGraphQL(GraphQL[Context, None]):
             metrics=self.metrics,
             plan_mode=self.settings.execution_plans,
         )
+
+
+def _stdlib_json(data: str | bytes) -> object:
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError:
+        raise  # strawberry answers 400 "Unable to parse request body as JSON"
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise HTTPException(400, "Unable to parse request body as JSON") from None
 
 
 def build_graphql_app(

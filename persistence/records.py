@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 
 class Record(Protocol):
-    """A row read for display: column values as attributes (a Core ``Row`` or an
-    ``OpenedRow``)."""
+    """A row read for display: column values as attributes, and by name in
+    ``_mapping`` (a Core ``Row`` or an ``OpenedRow``)."""
 
     def __getattr__(self, name: str) -> Any: ...
 
@@ -26,6 +26,7 @@ class OpenedRow:
     immutable, so an opened one is a copy)."""
 
     __slots__ = ("_values",)
+    _values: dict[str, Any]
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         object.__setattr__(self, "_values", dict(values))
@@ -35,6 +36,10 @@ class OpenedRow:
             return self._values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def _mapping(self) -> Mapping[str, Any]:  # as a Core Row's
+        return self._values
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("rows are read-only")

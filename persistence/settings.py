@@ -35,7 +35,7 @@ class DatabaseSettings:
     url: str = DEFAULT_DATABASE_URL
     pool_size: int = 5
     max_overflow: int = 10
-    pool_pre_ping: bool = True
+    pool_pre_ping: bool = False
     pool_timeout: float = 30.0
     pool_recycle: int = 1800
     ssl_mode: SSLMode = SSLMode.DISABLE

@@ -35,11 +35,11 @@ MISMATCHES: list[str] = []
 
 
 # Compiled plans by schema, document text and operation name; False: not supported.
-PLANS: LRU[tuple[int, str, str | None], Plan | bool] = LRU()
+PLANS: LRU[tuple[object, str, str | None], Plan | bool] = LRU()
 
 
 def cached_plan(schema: Any, document: Any, query: str, operation: str | None) -> Plan | None:
-    key = (id(schema), query, operation)
+    key = (schema, query, operation)  # the schema itself: an id could be reused
     entry = PLANS.get(key)
     if entry is None:
         entry = compile_plan(schema, document, operation) or False

@@ -96,7 +96,7 @@ async def test_dashboard_statements_and_answer_in_both_modes(
     statements.assert_read_only_autocommit()
     assert statements.count == DASHBOARD_STATEMENTS
     # served by the plan only when plans are on
-    assert STATS["planned"] - before == (1 if mode is PlanMode.ON else 0)
+    assert STATS["planned"] - before == (1 if mode is PlanMode.ON else 0), dict(STATS)
     data = data_of(response.json())
     assert data["sessions"]["totalCount"] == 3
     assert [len(e["node"]["discrepancies"]["edges"]) for e in data["sessions"]["edges"]] == [20] * 3
