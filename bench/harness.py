@@ -62,7 +62,15 @@ class Plan:
         self.http = "httptools" if importlib.util.find_spec("httptools") else "h11"
 
     def base_env(self) -> dict[str, str]:
-        return {**os.environ, "MIGVAL_ENV": "development", "PYTHONUNBUFFERED": "1"}
+        # Every server, migval and floors alike, gets the same fixed pool (16 unless
+        # DB_POOL_SIZE / DB_MAX_OVERFLOW are set): at c=32 a request runs up to four
+        # batches at once, and SQLAlchemy closes overflow connections at check-in,
+        # so an overflow would measure connection churn rather than serving.
+        pool = {
+            "DB_POOL_SIZE": os.environ.get("DB_POOL_SIZE", "16"),
+            "DB_MAX_OVERFLOW": os.environ.get("DB_MAX_OVERFLOW", "0"),
+        }
+        return {**os.environ, **pool, "MIGVAL_ENV": "development", "PYTHONUNBUFFERED": "1"}
 
     def migval(self, name: str, database_url: str) -> Server:
         port = free_port()

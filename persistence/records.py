@@ -49,8 +49,12 @@ class OpenedRow:
 
 
 async def fetch_records(
-    session: AsyncSession, stmt: sa.Select[Any], sealed: "SealedTable | None" = None
+    session: AsyncSession,
+    stmt: sa.Select[Any],
+    sealed: "SealedTable | None" = None,
+    params: Mapping[str, Any] | None = None,
 ) -> list[Record]:
-    """The rows of ``stmt``; with ``sealed``, encrypted cells come back as plaintext."""
-    rows: Iterable[Record] = (await session.execute(stmt)).all()
+    """The rows of ``stmt`` (with bound ``params``); with ``sealed``, encrypted cells
+    come back as plaintext."""
+    rows: Iterable[Record] = (await session.execute(stmt, params)).all()
     return list(rows) if sealed is None else [sealed.open_row(row) for row in rows]

@@ -1,5 +1,6 @@
 """Shared query shapes: keyset pages, per-parent pages (window functions), grouping."""
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=SQLModel)
 T = TypeVar("T")
+F = TypeVar("F", bound=Hashable)
 # Exclusive upper bounds of INTEGER and BIGINT keys.
 _INT_LIMIT = {False: 2**31, True: 2**63}
 K = TypeVar("K", bound=Hashable)
@@ -94,7 +96,8 @@ async def pages_by_parent(
     model: type[M],
     parent_col: sa.ColumnElement[int],
     parent_ids: Sequence[int],
-    conditions: Sequence[sa.ColumnElement[bool]],
+    conditions_of: Callable[[F], Sequence[sa.ColumnElement[bool]]],
+    filter_: F,
     direction: SortDirection,
     first: int,
     after: Keyset | None,
@@ -104,19 +107,56 @@ async def pages_by_parent(
     count(*) OVER the filtered children gives the total; ROW_NUMBER() partitioned by
     parent and by "past the cursor" cuts each page at first+1. One row before the
     cursor is kept per parent so its total survives a page that comes back empty.
+    The statement is built once per (filter, direction, cursor or not) and reused
+    with bound values: building it costs more than running it.
     """
     table = model.__table__  # type: ignore[attr-defined]
     parent_key = str(parent_col.key)
+    params: dict[str, Any] = {"parent_ids": list(parent_ids), "limit": first + 1}
+    if after is not None:
+        _check_cursor_fits(after, table.c.id, table.c.id)
+        params |= {"after_value": after.value, "after_id": after.id}
+    stmt = _pages_statement(table, parent_key, conditions_of, filter_, direction, after is not None)
+    grouped: dict[int, list[Record]] = defaultdict(list)
+    totals: dict[int, int] = {}
+    for row in await fetch_records(session, stmt, params=params):
+        parent = getattr(row, parent_key)
+        totals[parent] = row._total
+        if row._past:
+            grouped[parent].append(row)
+    pages: list[Page[Record]] = []
+    for pid in parent_ids:
+        rows = grouped.get(pid, [])
+        pages.append(Page(rows[:first], totals.get(pid, 0), len(rows) > first))
+    return pages
+
+
+@functools.lru_cache(maxsize=256)
+def _pages_statement(
+    table: sa.Table,
+    parent_key: str,
+    conditions_of: Callable[[Any], Sequence[sa.ColumnElement[bool]]],
+    filter_: Hashable,
+    direction: SortDirection,
+    has_after: bool,
+) -> sa.Select[Any]:
     key = table.c[parent_key]
-    past = keyset_after(table.c.id, table.c.id, direction, after)
-    past_col = past[0] if past else sa.true()
+    id_col = table.c.id
+    past_col: sa.ColumnElement[bool] = sa.true()
+    if has_after:
+        row_key = sa.tuple_(id_col, id_col)
+        bound = sa.tuple_(
+            sa.bindparam("after_value", type_=id_col.type),
+            sa.bindparam("after_id", type_=id_col.type),
+        )
+        past_col = row_key < bound if direction is SortDirection.DESC else row_key > bound
     filtered = (
         sa.select(
             table,
             sa.func.count().over(partition_by=key).label("_total"),
             past_col.label("_past"),
         )
-        .where(key.in_(parent_ids), *conditions)
+        .where(key.in_(sa.bindparam("parent_ids", expanding=True)), *conditions_of(filter_))
         .subquery("filtered")
     )
     numbered = sa.select(
@@ -128,28 +168,17 @@ async def pages_by_parent(
         )
         .label("_rn"),
     ).subquery("numbered")
-    stmt = (
+    limit = sa.bindparam("limit", type_=sa.Integer())
+    return (
         sa.select(*(numbered.c[c.name] for c in table.c), numbered.c._total, numbered.c._past)
         .where(
             sa.or_(
-                sa.and_(numbered.c._past, numbered.c._rn <= first + 1),
+                sa.and_(numbered.c._past, numbered.c._rn <= limit),
                 sa.and_(sa.not_(numbered.c._past), numbered.c._rn == 1),
             )
         )
         .order_by(numbered.c[parent_key], numbered.c._past, numbered.c._rn)
     )
-    grouped: dict[int, list[Record]] = defaultdict(list)
-    totals: dict[int, int] = {}
-    for row in await fetch_records(session, stmt):
-        parent = getattr(row, parent_key)
-        totals[parent] = row._total
-        if row._past:
-            grouped[parent].append(row)
-    pages: list[Page[Record]] = []
-    for pid in parent_ids:
-        rows = grouped.get(pid, [])
-        pages.append(Page(rows[:first], totals.get(pid, 0), len(rows) > first))
-    return pages
 
 
 def group_in_key_order(
