@@ -15,7 +15,6 @@ Routes:
 In production, logging is configured here too (graph.logs): JSON lines.
 """
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,10 +62,6 @@ def create_app(settings: AppSettings | None = None) -> Starlette:
         try:
             metrics.observe_database(db, instrumentation)
             app.state.graphql = build_graphql_app(db, app_settings, metrics)
-            # Everything built so far lives as long as the process: keep the cyclic
-            # garbage collector from rescanning it after every few hundred allocations
-            # (a large page allocates tens of thousands of objects).
-            gc.freeze()
             yield
         finally:
             metrics.release_database()
