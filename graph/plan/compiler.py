@@ -11,8 +11,7 @@ by falling back to standard execution whenever the actor lacks a role.
 """
 
 import functools
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +20,8 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLBoolean,
     GraphQLEnumType,
     GraphQLField,
-    GraphQLFloat,
-    GraphQLID,
     GraphQLInt,
     GraphQLNamedType,
     GraphQLNonNull,
@@ -33,7 +29,6 @@ from graphql import (
     GraphQLOutputType,
     GraphQLScalarType,
     GraphQLSchema,
-    GraphQLString,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
@@ -47,14 +42,12 @@ from strawberry.types.field import StrawberryField
 from graph.ids import to_global_id
 from graph.permissions import RolePermission
 from graph.plan.fields import FETCHES, Fetch
+from graph.plan.serialize import Serialize, serializer
 from persistence.enums import Role
 
 ROW_TYPES = frozenset(
     {"ValidationSession", "ValidationResult", "Discrepancy", "BehavioralTestResult"}
 )
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-
-Serialize = Callable[[Any], Any]
 
 
 class Unsupported(Exception):
@@ -377,42 +370,3 @@ def _field_type(type_: GraphQLObjectType, name: str) -> GraphQLObjectType:
     if not isinstance(named, GraphQLObjectType):
         raise Unsupported
     return named
-
-
-# --- leaf serialization: exactly graphql-core's, with fast paths for the common case --
-
-
-def serializer(type_: GraphQLScalarType | GraphQLEnumType) -> Serialize:
-    """The function graphql-core would apply to a non-null leaf value (raising where
-    it raises); identity fast paths where its result is the value itself."""
-    fast = _FAST.get(type_.name) if type_ in _BUILT_IN else None
-    if fast is not None:
-        return fast
-    if isinstance(type_, GraphQLEnumType):
-        return _memoized(type_.serialize)
-    return type_.serialize
-
-
-_BUILT_IN = (GraphQLString, GraphQLInt, GraphQLFloat, GraphQLBoolean, GraphQLID)
-_FAST: dict[str, Serialize] = {
-    "String": lambda v: v if type(v) is str else GraphQLString.serialize(v),
-    "Int": lambda v: v if type(v) is int and _INT_MIN <= v <= _INT_MAX else GraphQLInt.serialize(v),
-    "Float": lambda v: v if type(v) is float and math.isfinite(v) else GraphQLFloat.serialize(v),
-    "Boolean": lambda v: v if type(v) is bool else GraphQLBoolean.serialize(v),
-    "ID": lambda v: v if type(v) is str else GraphQLID.serialize(v),
-}
-
-
-def _memoized(serialize: Serialize) -> Serialize:
-    names: dict[Any, Any] = {}
-
-    def enum_name(value: Any) -> Any:
-        try:
-            return names[value]
-        except KeyError:
-            name = names[value] = serialize(value)
-            return name
-        except TypeError:  # unhashable: not an enum member; let graphql-core judge
-            return serialize(value)
-
-    return enum_name

@@ -24,8 +24,8 @@ from graph.plan.compiler import (
     Plan,
     RelationPlan,
     Unsupported,
-    serializer,
 )
+from graph.plan.serialize import serializer
 from persistence.pagination import Page, encode_cursor
 from persistence.records import Record
 
