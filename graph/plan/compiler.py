@@ -42,7 +42,7 @@ from strawberry.types.field import StrawberryField
 from graph.ids import to_global_id
 from graph.permissions import RolePermission
 from graph.plan.fields import FETCHES, Fetch
-from graph.plan.serialize import Serialize, serializer
+from graph.plan.serialize import Serialize, Writer, leaf_writer, serializer
 from persistence.enums import Role
 
 ROW_TYPES = frozenset(
@@ -71,6 +71,7 @@ class ObjectPlan:
     template: dict[str, Any] = field(default_factory=dict)
     leaves: list[Leaf] = field(default_factory=list)
     relations: list["RelationPlan"] = field(default_factory=list)
+    write_leaves: Writer | None = None  # generated once the leaves are known
 
 
 @dataclass(slots=True)
@@ -249,6 +250,9 @@ class _Compiler:
                 plan.leaves.append(Leaf(key, attr, serializer(leaf_type), non_null))
             else:
                 plan.relations.append(self.relation(name, key, nodes, field_def, strawberry_field))
+        if plan.leaves:
+            specs = [(leaf.key, leaf.attr, leaf.serialize, leaf.non_null) for leaf in plan.leaves]
+            plan.write_leaves = leaf_writer(specs, Unsupported)
         return plan
 
     def relation(

@@ -81,18 +81,9 @@ async def run_plan(
 
 
 def _fill_leaves(level: _Level) -> None:
-    leaves = [(leaf.key, leaf.attr, leaf.serialize, leaf.non_null) for leaf in level.plan.leaves]
-    if not leaves:  # the root (no row) and selections of relations only
-        return
-    for row, out in zip(level.rows, level.outs, strict=True):
-        columns = row._mapping  # by name: several times faster than a Row's attributes
-        for key, attr, serialize, non_null in leaves:
-            value = columns[attr]
-            if value is None:
-                if non_null:
-                    raise Unsupported  # a null where none may be: standard reports it
-            else:
-                out[key] = serialize(value)
+    write = level.plan.write_leaves
+    if write is not None:  # None: the root (no row), selections of relations only
+        write(level.rows, level.outs)
 
 
 def _start(
