@@ -413,6 +413,24 @@ async def test_first_at_the_cap_is_accepted(api: httpx.AsyncClient) -> None:
     assert accepted(body) == {"sessions": {"totalCount": 0}}
 
 
+async def test_cached_validation_never_outlives_its_variables(
+    api: httpx.AsyncClient, statements: list[str]
+) -> None:
+    """Accepted validations are cached (graph/document_cache.py) with the variables in
+    the key: the same document with a `first` over the cap is still refused, and
+    with each accepted value the reported cost follows the value."""
+    query = "query($n: Int!) { sessions(first: $n) { totalCount nodes { requestId } } }"
+    for n, cost in ((5, 8), (100, 103), (5, 8)):
+        _, body = await post(api, query, {"n": n})
+        accepted(body)
+        assert body["extensions"] == {"cost": cost}
+    statements.clear()
+    for _ in range(2):  # also once the refusal could have been cached (it never is)
+        _, body = await post(api, query, {"n": 101})
+        assert refused(body, "BAD_USER_INPUT")["message"] == "first: must be at most 100; got 101"
+    assert statements == []
+
+
 # ---------------------------------------------------------------------------- cost
 
 
