@@ -482,7 +482,7 @@ def _execution_plans_agree() -> Iterator[None]:
     plan than through standard execution (verify mode, see the module docstring)."""
     from graph.plan.extension import MISMATCHES  # noqa: PLC0415 - after the env is set
 
-    seen = len(MISMATCHES)
+    seen = MISMATCHES.count
     yield
-    new = MISMATCHES[seen:]
-    assert not new, "execution plan mismatch:\n" + "\n\n".join(new)
+    new = MISMATCHES.count - seen
+    assert new == 0, "execution plan mismatch:\n" + "\n\n".join(list(MISMATCHES.recent)[-new:])

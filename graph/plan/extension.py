@@ -11,7 +11,7 @@ difference between the two responses.
 
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,8 +30,20 @@ log = logging.getLogger("migval.plan")
 # Queries served by a plan, fallen back from one (an error to report, a role missing),
 # or without a plan (unsupported shape); the tests read it.
 STATS: Counter[str] = Counter()
-# Differences found in verify mode (the test suite fails on any; see tests/conftest.py).
-MISMATCHES: list[str] = []
+class Mismatches:
+    """Differences found in verify mode: how many, and the latest few described (the
+    test suite fails on any; see tests/conftest.py)."""
+
+    def __init__(self, keep: int = 50) -> None:
+        self.count = 0
+        self.recent: deque[str] = deque(maxlen=keep)
+
+    def add(self, description: str) -> None:
+        self.count += 1
+        self.recent.append(description)
+
+
+MISMATCHES = Mismatches()
 
 
 # Compiled plans by schema, document text and operation name; False: not supported.
@@ -94,5 +106,5 @@ def _compare(query: str, planned: dict[str, Any], result: Any) -> None:
     actual = json.dumps({"data": planned})
     if expected != actual:
         message = f"execution plan differs from standard execution for {query!r}"
-        MISMATCHES.append(f"{message}\nplan:     {actual[:2000]}\nstandard: {expected[:2000]}")
+        MISMATCHES.add(f"{message}\nplan:     {actual[:2000]}\nstandard: {expected[:2000]}")
         log.error("%s", message)
