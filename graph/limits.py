@@ -54,6 +54,7 @@ from graph import document_cache
 from graph.errors import BadUserInput
 from persistence.errors import ConfigurationError, ValidationFailed
 from persistence.pagination import MAX_PAGE_SIZE, check_page_size
+from persistence.settings import env_int
 
 log = logging.getLogger("migval.limits")
 
@@ -88,26 +89,13 @@ class LimitSettings:
         e = os.environ if env is None else env
         d = cls()
         return cls(
-            max_depth=_int(e, "MIGVAL_MAX_DEPTH", d.max_depth),
-            max_aliases=_int(e, "MIGVAL_MAX_ALIASES", d.max_aliases, minimum=0),
-            max_tokens=_int(e, "MIGVAL_MAX_TOKENS", d.max_tokens),
-            max_cost=_int(e, "MIGVAL_MAX_COST", d.max_cost),
-            max_body_bytes=_int(e, "MIGVAL_MAX_BODY_BYTES", d.max_body_bytes),
+            max_depth=env_int(e, "MIGVAL_MAX_DEPTH", d.max_depth, minimum=1),
+            max_aliases=env_int(e, "MIGVAL_MAX_ALIASES", d.max_aliases, minimum=0),
+            max_tokens=env_int(e, "MIGVAL_MAX_TOKENS", d.max_tokens, minimum=1),
+            max_cost=env_int(e, "MIGVAL_MAX_COST", d.max_cost, minimum=1),
+            max_body_bytes=env_int(e, "MIGVAL_MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
             request_timeout_s=_float(e, "MIGVAL_REQUEST_TIMEOUT_S", d.request_timeout_s),
         )
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(name, f"must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(name, f"must be >= {minimum}, got {value}")
-    return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

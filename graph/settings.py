@@ -22,6 +22,7 @@ from strawberry.extensions import DisableIntrospection, SchemaExtension
 
 from persistence.enums import Role
 from persistence.errors import ConfigurationError
+from persistence.settings import env_choice
 
 
 class Environment(StrEnum):
@@ -41,15 +42,8 @@ class PlanMode(StrEnum):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "PlanMode":
-        raw = (os.environ if env is None else env).get("MIGVAL_EXECUTION_PLANS", "")
-        value = raw.strip().lower() or cls.ON.value
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise ConfigurationError(
-                "MIGVAL_EXECUTION_PLANS", f"must be one of {allowed}, got {raw!r}"
-            ) from None
+        e = os.environ if env is None else env
+        return env_choice(e, "MIGVAL_EXECUTION_PLANS", cls, cls.ON)
 
 
 # MIGVAL_ANONYMOUS_ROLE=none: requests without a token get no role at all.

@@ -50,6 +50,7 @@ from persistence.errors import (
     ValidationFailed,
 )
 from persistence.repositories.idempotency import IdempotencyKeyRepository, StoredKey
+from persistence.settings import env_int
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,13 +68,7 @@ _CLAIM_ATTEMPTS = 5
 def idempotency_ttl(env: Mapping[str, str] | None = None) -> timedelta:
     """MIGVAL_IDEMPOTENCY_TTL_HOURS (whole hours, default 24); ConfigurationError
     naming it when malformed."""
-    raw = (os.environ if env is None else env).get(ENV_TTL_HOURS, "").strip()
-    if not raw:
-        return timedelta(hours=DEFAULT_TTL_HOURS)
-    try:
-        hours = int(raw)
-    except ValueError:
-        raise ConfigurationError(ENV_TTL_HOURS, f"must be an integer, got {raw!r}") from None
+    hours = env_int(os.environ if env is None else env, ENV_TTL_HOURS, DEFAULT_TTL_HOURS)
     if not 1 <= hours <= MAX_TTL_HOURS:
         raise ConfigurationError(
             ENV_TTL_HOURS, f"must be between 1 and {MAX_TTL_HOURS} hours, got {hours}"

@@ -64,23 +64,23 @@ class DatabaseSettings:
             )
         settings = cls(
             url=url,
-            pool_size=_int(e, "DB_POOL_SIZE", d.pool_size, minimum=1),
-            max_overflow=_int(e, "DB_MAX_OVERFLOW", d.max_overflow, minimum=0),
+            pool_size=env_int(e, "DB_POOL_SIZE", d.pool_size, minimum=1),
+            max_overflow=env_int(e, "DB_MAX_OVERFLOW", d.max_overflow, minimum=0),
             pool_pre_ping=_bool(e, "DB_POOL_PRE_PING", d.pool_pre_ping),
             pool_timeout=_float(e, "DB_POOL_TIMEOUT", d.pool_timeout, minimum=0.001),
-            pool_recycle=_int(e, "DB_POOL_RECYCLE", d.pool_recycle, minimum=-1),
-            ssl_mode=_choice(e, "SSL_MODE", SSLMode, d.ssl_mode),
+            pool_recycle=env_int(e, "DB_POOL_RECYCLE", d.pool_recycle, minimum=-1),
+            ssl_mode=env_choice(e, "SSL_MODE", SSLMode, d.ssl_mode),
             ssl_root_cert=e.get("SSL_ROOT_CERT") or None,
-            sqlite_busy_timeout_ms=_int(
+            sqlite_busy_timeout_ms=env_int(
                 e, "SQLITE_BUSY_TIMEOUT_MS", d.sqlite_busy_timeout_ms, minimum=0
             ),
-            sqlite_synchronous=_choice(
+            sqlite_synchronous=env_choice(
                 e, "SQLITE_SYNCHRONOUS", SQLiteSynchronous, d.sqlite_synchronous
             ),
-            statement_timeout_ms=_int(
+            statement_timeout_ms=env_int(
                 e, "DB_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms, minimum=0
             ),
-            retry_attempts=_int(e, "DB_RETRY_ATTEMPTS", d.retry_attempts, minimum=1),
+            retry_attempts=env_int(e, "DB_RETRY_ATTEMPTS", d.retry_attempts, minimum=1),
             retry_deadline_s=_float(e, "DB_RETRY_DEADLINE", d.retry_deadline_s, minimum=0.0),
         )
         if settings.ssl_mode is SSLMode.VERIFY_FULL and not settings.ssl_root_cert:
@@ -140,15 +140,17 @@ def _is_local_host(host: str) -> bool:
         return False
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
+    """Integer setting ``name`` (``default`` when unset or blank); ConfigurationError
+    naming it when malformed or below ``minimum``. Shared by every integer setting."""
+    raw = env.get(name, "").strip()
+    if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
         raise ConfigurationError(name, f"must be an integer, got {raw!r}") from None
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise ConfigurationError(name, f"must be >= {minimum}, got {value}")
     return value
 
@@ -178,7 +180,8 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigurationError(name, f"must be true or false, got {raw!r}")
 
 
-def _choice(env: Mapping[str, str], name: str, enum: type[C], default: C) -> C:
+def env_choice(env: Mapping[str, str], name: str, enum: type[C], default: C) -> C:
+    """One of ``enum``'s values, case-insensitively (``default`` when unset or blank)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default

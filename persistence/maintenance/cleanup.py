@@ -23,6 +23,7 @@ from persistence.database import DatabaseManager
 from persistence.errors import ConfigurationError
 from persistence.maintenance.tables import SESSION_CHILDREN, SESSIONS, iso_utc, require_schema
 from persistence.repositories.audit import AuditRepository
+from persistence.settings import env_int
 
 ENV_RETENTION_DAYS = "MIGVAL_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
@@ -90,15 +91,8 @@ Progress = Callable[[int, CleanupCounts, int], None]  # batch number, batch coun
 
 def retention_days(env: Mapping[str, str] | None = None) -> int:
     """MIGVAL_RETENTION_DAYS (default 30); ConfigurationError naming it when malformed."""
-    raw = (os.environ if env is None else env).get(ENV_RETENTION_DAYS, "").strip()
-    if not raw:
-        return DEFAULT_RETENTION_DAYS
-    try:
-        days = int(raw)
-    except ValueError:
-        raise ConfigurationError(ENV_RETENTION_DAYS, f"must be an integer, got {raw!r}") from None
-    check_days(days, ENV_RETENTION_DAYS)
-    return days
+    days = env_int(os.environ if env is None else env, ENV_RETENTION_DAYS, DEFAULT_RETENTION_DAYS)
+    return check_days(days, ENV_RETENTION_DAYS)
 
 
 def check_days(days: int, name: str = "--days") -> int:
