@@ -2,7 +2,7 @@
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -197,6 +197,32 @@ def one_per_key(
 ) -> list[T | None]:
     by_key = {key_of(row): row for row in rows}
     return [by_key.get(key) for key in keys]
+
+
+async def sealed_batch(
+    session: AsyncSession, sealed: "SealedTable", after_id: int, limit: int
+) -> Sequence[sa.Row[Any]]:
+    """Raw stored (id, row_key, sealed columns) of up to ``limit`` rows of ``sealed``'s
+    table with id > ``after_id``, in id order, locked for update (key rotation).
+    row_key is the column the ciphertexts are bound to."""
+    table = sealed.model.__table__  # type: ignore[attr-defined]
+    columns = [table.c.id, table.c[sealed.row_key].label("row_key")]
+    stmt = (
+        sa.select(*columns, *(table.c[name] for name in sealed.columns))
+        .where(table.c.id > after_id)
+        .order_by(table.c.id)
+        .limit(limit)
+        .with_for_update()
+    )
+    return (await session.execute(stmt)).all()
+
+
+async def write_sealed(
+    session: AsyncSession, sealed: "SealedTable", row_id: int, values: Mapping[str, Any]
+) -> None:
+    """Store already-sealed column values of one row as they are."""
+    table = sealed.model.__table__  # type: ignore[attr-defined]
+    await session.execute(sa.update(table).where(table.c.id == row_id).values(values))
 
 
 def dialect_name(session: AsyncSession) -> str:

@@ -13,7 +13,13 @@ from persistence.filters import BehavioralTestFilter, IdOrder
 from persistence.models import BehavioralTestResult
 from persistence.pagination import Keyset, Page
 from persistence.records import Record, fetch_records
-from persistence.repositories.base import group_in_key_order, keyset_page, one_per_key
+from persistence.repositories.base import (
+    group_in_key_order,
+    keyset_page,
+    one_per_key,
+    sealed_batch,
+    write_sealed,
+)
 
 B = BehavioralTestResult
 
@@ -51,23 +57,13 @@ class BehavioralTestRepository:
         return out
 
     async def sealed_batch(self, after_id: int, limit: int) -> Sequence[sa.Row[Any]]:
-        """Raw stored (id, row_key, sealed columns) of up to ``limit`` rows with id >
-        ``after_id``, in id order, locked for update (key rotation). row_key is the id
-        again: the value ciphertexts are bound to."""
-        cols = [_c("id"), _c("id").label("row_key"), *(_c(name) for name in SEALED.columns)]
-        stmt = (
-            sa.select(*cols)
-            .where(_c("id") > after_id)
-            .order_by(_c("id"))
-            .limit(limit)
-            .with_for_update()
-        )
-        return (await self.session.execute(stmt)).all()
+        """Raw stored sealed cells after ``after_id``, locked (key rotation; base.sealed_batch)."""
+        return await sealed_batch(self.session, SEALED, after_id, limit)
 
     async def write_sealed(self, test_id: int, values: Mapping[str, Any]) -> None:
-        """Store already-sealed column values as they are."""
-        table = B.__table__  # type: ignore[attr-defined]
-        await self.session.execute(sa.update(table).where(table.c.id == test_id).values(values))
+        """Store already-sealed column values as they are (key rotation)."""
+        await write_sealed(self.session, SEALED, test_id, values)
+
 
     async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
         stmt = sa.select(_TABLE).where(_c("id").in_(ids))

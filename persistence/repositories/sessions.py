@@ -13,7 +13,13 @@ from persistence.filters import SessionFilter, SessionOrder
 from persistence.models import ValidationResult, ValidationSession
 from persistence.pagination import Keyset, Page
 from persistence.records import Record, fetch_records
-from persistence.repositories.base import dialect_name, keyset_page, one_per_key
+from persistence.repositories.base import (
+    dialect_name,
+    keyset_page,
+    one_per_key,
+    sealed_batch,
+    write_sealed,
+)
 
 S = ValidationSession
 
@@ -86,23 +92,13 @@ class SessionRepository:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def sealed_batch(self, after_id: int, limit: int) -> Sequence[sa.Row[Any]]:
-        """Raw stored (id, row_key, sealed columns) of up to ``limit`` rows with id >
-        ``after_id``, in id order, locked for update (key rotation). row_key is the
-        request_id, the value ciphertexts are bound to."""
-        cols = [_c("id"), _c("request_id").label("row_key"), *(_c(n) for n in SEALED.columns)]
-        stmt = (
-            sa.select(*cols)
-            .where(_c("id") > after_id)
-            .order_by(_c("id"))
-            .limit(limit)
-            .with_for_update()
-        )
-        return (await self.session.execute(stmt)).all()
+        """Raw stored sealed cells after ``after_id``, locked (key rotation; base.sealed_batch)."""
+        return await sealed_batch(self.session, SEALED, after_id, limit)
 
     async def write_sealed(self, session_id: int, values: Mapping[str, Any]) -> None:
         """Store already-sealed column values as they are (key rotation)."""
-        table = S.__table__  # type: ignore[attr-defined]
-        await self.session.execute(sa.update(table).where(table.c.id == session_id).values(values))
+        await write_sealed(self.session, SEALED, session_id, values)
+
 
     async def delete(self, session_id: int) -> bool:
         """Children go with it (ON DELETE CASCADE)."""
