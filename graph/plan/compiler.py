@@ -42,7 +42,7 @@ from strawberry.types.field import StrawberryField
 from graph.ids import to_global_id
 from graph.permissions import RolePermission
 from graph.plan.fields import FETCHES, Fetch
-from graph.plan.serialize import Serialize, Writer, leaf_writer, serializer
+from graph.plan.serialize import LeafSpec, Writer, leaf_writer, serializer
 from persistence.enums import Role
 
 ROW_TYPES = frozenset(
@@ -54,24 +54,16 @@ class Unsupported(Exception):
     """The document (or this run of it) is outside what plans serve."""
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
-    key: str  # response key
-    attr: str  # row attribute
-    serialize: Serialize
-    non_null: bool
-
-
 @dataclass(slots=True)
 class ObjectPlan:
     """The selection on one object type: a template of the response keys in order
-    (constants such as ``__typename`` filled in), leaves and relations."""
+    (constants such as ``__typename`` filled in), the writer of its leaf values (None
+    when it has none) and its relations."""
 
     type_name: str
     template: dict[str, Any] = field(default_factory=dict)
-    leaves: list[Leaf] = field(default_factory=list)
     relations: list["RelationPlan"] = field(default_factory=list)
-    write_leaves: Writer | None = None  # generated once the leaves are known
+    write_leaves: Writer | None = None
 
 
 @dataclass(slots=True)
@@ -221,6 +213,7 @@ class _Compiler:
         if name not in ROW_TYPES and type_ is not self.schema.query_type:
             raise Unsupported
         plan = ObjectPlan(name)
+        leaves: list[LeafSpec] = []
         definition = self.strawberry.get_type_by_name(name)
         if not isinstance(definition, StrawberryObjectDefinition):
             raise Unsupported
@@ -237,9 +230,9 @@ class _Compiler:
                 raise Unsupported
             self.check_permissions(strawberry_field)
             if field_name == "id" and name in ROW_TYPES:
-                plan.leaves.append(Leaf(key, "id", functools.partial(to_global_id, name), True))
+                leaves.append((key, "id", functools.partial(to_global_id, name), True))
             elif field_name == "databaseId" and name in ROW_TYPES:
-                plan.leaves.append(Leaf(key, "id", serializer(GraphQLInt), True))
+                leaves.append((key, "id", serializer(GraphQLInt), True))
             elif strawberry_field.base_resolver is None and name in ROW_TYPES:
                 if nodes[0].arguments:
                     raise Unsupported
@@ -247,12 +240,11 @@ class _Compiler:
                 if not isinstance(leaf_type, GraphQLScalarType | GraphQLEnumType):
                     raise Unsupported
                 attr = strawberry_field.python_name
-                plan.leaves.append(Leaf(key, attr, serializer(leaf_type), non_null))
+                leaves.append((key, attr, serializer(leaf_type), non_null))
             else:
                 plan.relations.append(self.relation(name, key, nodes, field_def, strawberry_field))
-        if plan.leaves:
-            specs = [(leaf.key, leaf.attr, leaf.serialize, leaf.non_null) for leaf in plan.leaves]
-            plan.write_leaves = leaf_writer(specs, Unsupported)
+        if leaves:
+            plan.write_leaves = leaf_writer(leaves, Unsupported)
         return plan
 
     def relation(

@@ -48,6 +48,11 @@ def _page(build: Callable[..., Any]) -> Callable[[Any, Args], Any]:
     return lambda _parent, a: build(a.get("filter"), a.get("order_by"), a["first"], a.get("after"))
 
 
+# A result's, a discrepancy's or a behavioral test's session.
+_SESSION_OF_ROW = Fetch(
+    lambda ls: ls.session_by_id, lambda p, _a: p, "one", "ValidationSession", "session_id"
+)
+
 FETCHES: Mapping[str, Fetch] = {
     # Root listings and lookups.
     "Query.sessions": Fetch(
@@ -87,16 +92,10 @@ FETCHES: Mapping[str, Fetch] = {
     "ValidationResult.discrepancies": Fetch(
         lambda ls: ls.discrepancies_by_result_id, lambda p, _a: p, "list", "Discrepancy", "id"
     ),
-    "ValidationResult.session": Fetch(
-        lambda ls: ls.session_by_id, lambda p, _a: p, "one", "ValidationSession", "session_id"
-    ),
-    "Discrepancy.session": Fetch(
-        lambda ls: ls.session_by_id, lambda p, _a: p, "one", "ValidationSession", "session_id"
-    ),
+    "ValidationResult.session": _SESSION_OF_ROW,
+    "Discrepancy.session": _SESSION_OF_ROW,
     "Discrepancy.result": Fetch(
         lambda ls: ls.result_by_id, lambda p, _a: p, "one", "ValidationResult", "result_id"
     ),
-    "BehavioralTestResult.session": Fetch(
-        lambda ls: ls.session_by_id, lambda p, _a: p, "one", "ValidationSession", "session_id"
-    ),
+    "BehavioralTestResult.session": _SESSION_OF_ROW,
 }  # fmt: skip

@@ -35,9 +35,20 @@ def keyset_after(
     if after is None:
         return []
     _check_cursor_fits(after, sort_col, id_col)
-    key = sa.tuple_(sort_col, id_col)
-    bound = sa.tuple_(sa.literal(after.value, sort_col.type), sa.literal(after.id))
-    return [key < bound if direction is SortDirection.DESC else key > bound]
+    bound = (sa.literal(after.value, sort_col.type), sa.literal(after.id))
+    return [_past(sort_col, id_col, direction, *bound)]
+
+
+def _past(
+    sort_col: sa.ColumnElement[Any],
+    id_col: sa.ColumnElement[int],
+    direction: SortDirection,
+    value: sa.ColumnElement[Any],
+    row_id: sa.ColumnElement[Any],
+) -> sa.ColumnElement[bool]:
+    """Rows after the cursor (value, row_id) in the listing's order."""
+    key, bound = sa.tuple_(sort_col, id_col), sa.tuple_(value, row_id)
+    return key < bound if direction is SortDirection.DESC else key > bound
 
 
 def _check_cursor_fits(
@@ -145,12 +156,10 @@ def _pages_statement(
     id_col = table.c.id
     past_col: sa.ColumnElement[bool] = sa.true()
     if has_after:
-        row_key = sa.tuple_(id_col, id_col)
-        bound = sa.tuple_(
-            sa.bindparam("after_value", type_=id_col.type),
-            sa.bindparam("after_id", type_=id_col.type),
+        value = sa.bindparam("after_value", type_=id_col.type)
+        past_col = _past(
+            id_col, id_col, direction, value, sa.bindparam("after_id", type_=id_col.type)
         )
-        past_col = row_key < bound if direction is SortDirection.DESC else row_key > bound
     filtered = (
         sa.select(
             table,
