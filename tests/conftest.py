@@ -180,54 +180,82 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_temp_cluster() -> tuple[PgServer | None, str]:
-    """initdb + pg_ctl start in a temporary directory (blocking; run in a thread)."""
+class ClusterUnavailable(Exception):
+    """No PostgreSQL server binaries here, or no postgres user to run them as root."""
+
+
+@dataclass(frozen=True)
+class NewCluster:
+    """A data directory made by initdb in ``base`` (a new temporary directory, owned by
+    the user the server runs as); not configured, not started."""
+
+    base: Path
+    pg_ctl: str
+    run_as: list[str]  # the command prefix that runs a PostgreSQL binary as that user
+    owner: int | None
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+
+def _run_as() -> tuple[list[str], int | None]:
+    """initdb and postgres refuse to run as root: run them as ``postgres`` then."""
+    if os.geteuid() != 0:
+        return [], None
+    runuser = shutil.which("runuser")
+    try:
+        import pwd  # noqa: PLC0415 - POSIX only, needed on this path only
+
+        owner: int | None = pwd.getpwnam("postgres").pw_uid
+    except KeyError:
+        owner = None
+    if runuser is None or owner is None:
+        raise ClusterUnavailable("running as root and no 'postgres' user/runuser for initdb")
+    return [runuser, "-u", "postgres", "--"], owner
+
+
+def new_cluster(prefix: str) -> NewCluster:
+    """initdb (user postgres, trust, UTF8) in a new temporary directory named with
+    ``prefix``; the caller configures, starts and removes it. ClusterUnavailable when
+    PostgreSQL cannot run here; RuntimeError (directory removed) when initdb fails."""
     binaries = _pg_binaries()
     if binaries is None:
-        return None, "no initdb/pg_ctl on PATH or under /usr/lib/postgresql/*/bin"
+        raise ClusterUnavailable("no initdb/pg_ctl on PATH or under /usr/lib/postgresql/*/bin")
     initdb, pg_ctl = binaries
-    run_as: list[str] = []
-    owner: int | None = None
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        runuser = shutil.which("runuser")
-        try:
-            import pwd  # noqa: PLC0415 - POSIX only, needed on this path only
-
-            owner = pwd.getpwnam("postgres").pw_uid
-        except KeyError:
-            owner = None
-        if runuser is None or owner is None:
-            return None, "running as root and no 'postgres' user/runuser to run initdb"
-        run_as = [runuser, "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="migval-pg-"))
+    run_as, owner = _run_as()
+    cluster = NewCluster(Path(tempfile.mkdtemp(prefix=prefix)), pg_ctl, run_as, owner)
     if owner is not None:
-        os.chown(base, owner, -1)
-    data, log = base / "data", base / "server.log"
+        os.chown(cluster.base, owner, -1)
+    argv = [*run_as, initdb, "-D", str(cluster.data), "-U", "postgres", "-A", "trust"]
+    try:
+        subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [*argv, "-E", "UTF8", "--no-sync", "--no-instructions"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        shutil.rmtree(cluster.base, ignore_errors=True)
+        detail = (getattr(error, "stderr", b"") or b"").decode(errors="replace")
+        raise RuntimeError(f"initdb failed: {error}\n{detail}") from error
+    return cluster
+
+
+def _start_temp_cluster() -> tuple[PgServer | None, str]:
+    """initdb + pg_ctl start in a temporary directory (blocking; run in a thread)."""
+    try:
+        made = new_cluster("migval-pg-")
+    except (ClusterUnavailable, RuntimeError) as error:
+        return None, str(error)
+    base, data, run_as, pg_ctl = made.base, made.data, made.run_as, made.pg_ctl
+    log = base / "server.log"
     port = _free_port()
 
     def remove() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
     try:
-        subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [
-                *run_as,
-                initdb,
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
         options = (
             f"-p {port} -k {base} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"

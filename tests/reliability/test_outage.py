@@ -51,7 +51,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -65,7 +64,7 @@ import pytest
 from alembic import command
 
 from persistence.schema_version import alembic_config
-from tests.conftest import _free_port, _pg_binaries
+from tests.conftest import ClusterUnavailable, _free_port, new_cluster
 from tests.reliability.server import (
     CREATE_SESSION,
     ServerProcess,
@@ -98,10 +97,6 @@ query Read($rid: String!, $id: ID!) {
   node(id: $id) { id }
   sessions(first: 5) { totalCount nodes { id requestId } }
 }"""
-
-
-class ClusterUnavailable(Exception):
-    """No PostgreSQL server binaries, or no postgres user to run them as root."""
 
 
 # ------------------------------------------------------------------------- cluster
@@ -179,52 +174,11 @@ class Cluster:
         return done.returncode
 
 
-def _run_as() -> tuple[list[str], int | None]:
-    """initdb and postgres refuse to run as root: run them as ``postgres`` then."""
-    if os.geteuid() != 0:
-        return [], None
-    runuser = shutil.which("runuser")
-    try:
-        import pwd  # noqa: PLC0415 - POSIX only, needed on this path only
-
-        owner: int | None = pwd.getpwnam("postgres").pw_uid
-    except KeyError:
-        owner = None
-    if runuser is None or owner is None:
-        raise ClusterUnavailable("running as root and no 'postgres' user/runuser for initdb")
-    return [runuser, "-u", "postgres", "--"], owner
-
-
 def create_cluster() -> Cluster:
-    binaries = _pg_binaries()
-    if binaries is None:
-        raise ClusterUnavailable("no initdb/pg_ctl on PATH or under /usr/lib/postgresql/*/bin")
-    initdb, pg_ctl = binaries
-    run_as, owner = _run_as()
-    base = Path(tempfile.mkdtemp(prefix="migval-outage-"))
-    if owner is not None:
-        os.chown(base, owner, -1)
-    cluster = Cluster(base, _free_port(), pg_ctl, run_as)
+    made = new_cluster("migval-outage-")
+    base = made.base
+    cluster = Cluster(base, _free_port(), made.pg_ctl, made.run_as)
     try:
-        subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [
-                *run_as,
-                initdb,
-                "-D",
-                str(cluster.data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
         with (cluster.data / "postgresql.conf").open("a") as conf:
             # In the config file, so that every later `pg_ctl start` gets the same server.
             # synchronous_commit stays ON: with it off an immediate stop loses commits

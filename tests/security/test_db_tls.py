@@ -29,10 +29,9 @@ from persistence.crypto import generate_key
 from persistence.database import DatabaseManager
 from persistence.errors import ConfigurationError
 from persistence.settings import DatabaseSettings, SSLMode
-from tests.conftest import _pg_unavailable_reason
+from tests.conftest import ClusterUnavailable, _pg_unavailable_reason
 from tests.security.conftest import run_cli
 from tests.security.tls_cluster import (
-    ClusterUnavailable,
     Issued,
     TlsCluster,
     make_ca,

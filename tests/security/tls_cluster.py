@@ -7,7 +7,7 @@ certificates it needs (for tests/security/test_db_tls.py).
   root, like tests/conftest.py), turns ``ssl`` on with ``server``'s certificate and
   key, writes a pg_hba.conf whose only line is ``hostssl all all 127.0.0.1/32 trust``
   (so plaintext connections are refused), and starts the server on a free port of
-  127.0.0.1 with ``log_connections``. Raises ``ClusterUnavailable`` when the binaries
+  127.0.0.1 with ``log_connections``. Raises ``tests.conftest.ClusterUnavailable`` when the binaries
   or the postgres user are missing (the caller skips or, under CI, fails); any other
   failure is an error.
 - ``TlsCluster.use_certificate(...)`` swaps the server's certificate and reloads;
@@ -24,7 +24,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +33,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.conftest import _free_port, _pg_binaries
+from tests.conftest import _free_port, new_cluster
 
 _SSL_REQUEST = struct.pack("!ii", 8, 80877103)  # PostgreSQL's SSLRequest packet
-
-
-class ClusterUnavailable(Exception):
-    """No PostgreSQL binaries (or no postgres user to run them as root)."""
 
 
 # ------------------------------------------------------------------- certificates
@@ -217,55 +212,21 @@ class TlsCluster:
         )
 
 
-def _run_as() -> tuple[list[str], int | None]:
-    if os.geteuid() != 0:
-        return [], None
-    runuser = shutil.which("runuser")
-    try:
-        import pwd  # noqa: PLC0415 - POSIX only
-
-        owner = pwd.getpwnam("postgres").pw_uid
-    except KeyError:
-        owner = None
-    if runuser is None or owner is None:
-        raise ClusterUnavailable("running as root and no 'postgres' user/runuser for initdb")
-    return [runuser, "-u", "postgres", "--"], owner
-
-
 def start_tls_cluster(server: Issued) -> TlsCluster:
     """initdb + ssl=on + hostssl-only pg_hba + pg_ctl start, in a new temporary directory
     (``server``: the certificate and key the server presents)."""
-    binaries = _pg_binaries()
-    if binaries is None:
-        raise ClusterUnavailable("no initdb/pg_ctl on PATH or under /usr/lib/postgresql/*/bin")
-    initdb, pg_ctl = binaries
-    run_as, owner = _run_as()
-    base = Path(tempfile.mkdtemp(prefix="migval-tls-"))
-    if owner is not None:
-        os.chown(base, owner, -1)
+    made = new_cluster("migval-tls-")
+    base, run_as = made.base, made.run_as
     cluster = TlsCluster(
-        base, _free_port(), pg_ctl, run_as, owner, base / "server.crt", base / "server.key"
+        base,
+        _free_port(),
+        made.pg_ctl,
+        run_as,
+        made.owner,
+        base / "server.crt",
+        base / "server.key",
     )
     try:
-        subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [
-                *run_as,
-                initdb,
-                "-D",
-                str(cluster.data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
         cluster.install_certificate(server)
         with (cluster.data / "postgresql.conf").open("a") as conf:
             conf.write(
@@ -283,7 +244,7 @@ def start_tls_cluster(server: Issued) -> TlsCluster:
         subprocess.run(  # noqa: S603 - fixed argv, no shell
             [
                 *run_as,
-                pg_ctl,
+                cluster.pg_ctl,
                 "-D",
                 str(cluster.data),
                 "-l",
