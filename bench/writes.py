@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 
 from bench.servers import BenchError
+from persistence.repositories.discrepancies import BULK_COLUMNS
 
 CREATE_SESSION = """
 mutation Create($input: CreateValidationSessionInput!) {
@@ -44,19 +45,8 @@ RESULT_VALUES: dict[str, Any] = {
     "summary": "benchmark write",
     "result_type": "static",
 }
-DISCREPANCY_COLUMNS = (
-    "session_id",
-    "result_id",
-    "discrepancy_type",
-    "severity",
-    "description",
-    "source_element",
-    "target_element",
-    "recommendation",
-    "confidence",
-    "component_type",
-    "validation_context",
-)
+# The raw writer fills exactly the columns migval's bulk insert writes.
+DISCREPANCY_COLUMNS = tuple(BULK_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
