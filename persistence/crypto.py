@@ -47,9 +47,10 @@ from sqlalchemy.orm import QueryContext
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlmodel import SQLModel
 
+from persistence.driver_reads import row_type
 from persistence.errors import ConfigurationError, ValidationFailed
 from persistence.models import BehavioralTestResult, ValidationSession
-from persistence.records import OpenedRow, Record
+from persistence.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +371,8 @@ class SealedTable:
         values = dict(row._mapping)
         for column in self.columns:
             values[column] = self.open(column, values.get(self.row_key), values[column])
-        return OpenedRow(values)
+        opened: Record = row_type(tuple(values))(values.values())  # same columns, same order
+        return opened
 
     def open_instance(self, target: Any, attrs: Iterable[str] | None = None) -> None:
         """Replace loaded envelopes on an ORM instance by their plaintext, as committed

@@ -34,6 +34,9 @@ T = TypeVar("T")
 # PostgreSQL SQLSTATEs after which the whole transaction can simply be run again.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _NO_BEGIN = "migval_no_begin"
+# Session.info key of PostgreSQL read sessions, holding their (autocommit) connection:
+# persistence.driver_reads may send fixed statements on its asyncpg connection itself.
+DRIVER_READS = "migval_driver_reads"
 _UNSTORABLE_TEXT = "strings must not contain NUL (U+0000) or unpaired surrogates"
 # Connection-level SQLSTATEs: class 08 (connection exception), admin/crash shutdown,
 # "cannot connect now" (starting up or shutting down).
@@ -46,6 +49,9 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # A server that ended the session while asyncpg waited for its next message leaves
+    # the protocol half-way through an error: the connection is unusable.
+    asyncpg.InternalClientError,
 )
 _READ_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeEncodeError,
@@ -117,6 +123,8 @@ class DatabaseManager:
         try:
             conn = await raw.execution_options(**options)
             async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                if self.dialect == "postgresql":
+                    session.info[DRIVER_READS] = conn
                 yield session
         except _READ_ERRORS as error:
             if _unstorable_text(error):  # NUL or a lone surrogate in a lookup value
@@ -197,7 +205,7 @@ class DatabaseManager:
                     raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
                 if not isinstance(error, DATABASE_ERRORS) or classify(error) == "fatal":
                     raise
-                if committing and _is_disconnect(error):
+                if committing and is_disconnect(error):
                     raise CommitOutcomeUnknown(
                         "database", "connection lost during commit; outcome unknown"
                     ) from error
@@ -255,7 +263,7 @@ def classify(error: BaseException) -> Transience:
     """Whether running the whole transaction again may succeed."""
     if isinstance(error, ssl.SSLError):
         return "fatal"  # a bad certificate or TLS setup does not heal by retrying
-    if _is_disconnect(error):
+    if is_disconnect(error):
         return "retry"
     if isinstance(error, asyncpg.PostgresError) and _sqlstate(error) in _RETRYABLE_BUSY_SQLSTATES:
         return "retry"
@@ -270,7 +278,7 @@ def classify(error: BaseException) -> Transience:
     return "retry" if sqlstate in retryable or locked else "fatal"
 
 
-def _is_disconnect(error: BaseException) -> bool:
+def is_disconnect(error: BaseException) -> bool:
     """The connection is gone (or unusable): whatever the driver wrapped it in."""
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
@@ -354,7 +362,7 @@ def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
     def _discard_lost_connections(context: ExceptionContext) -> None:
         # Errors SQLAlchemy does not recognise as disconnects (server shutting down,
         # a connection left mid-operation) must not send the connection back to the pool.
-        if _is_disconnect(context.original_exception):
+        if is_disconnect(context.original_exception):
             context.is_disconnect = True
 
     return engine

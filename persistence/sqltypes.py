@@ -55,7 +55,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
+        tzinfo = value.tzinfo
+        if tzinfo is UTC:  # asyncpg's timestamptz: already what we return
+            return value
+        if tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
@@ -72,6 +75,7 @@ class StrEnumType(sa.TypeDecorator[E]):
     def __init__(self, enum_cls: type[E], length: int = 50) -> None:
         super().__init__(length)
         self.enum_cls = enum_cls
+        self._members: dict[str, E] = {member.value: member for member in enum_cls}
 
     def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
         if value is None:
@@ -79,7 +83,10 @@ class StrEnumType(sa.TypeDecorator[E]):
         return self.enum_cls(value).value
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
-        return None if value is None else self.enum_cls(value)
+        if value is None:
+            return None
+        member = self._members.get(value)  # a dict lookup, not the enum's __call__
+        return self.enum_cls(value) if member is None else member
 
 
 def native_enum(enum_cls: type[StrEnum], name: str) -> sa.Enum:

@@ -44,10 +44,25 @@ from graph.permissions import RolePermission
 from graph.plan.fields import FETCHES, Fetch
 from graph.plan.serialize import LeafSpec, Writer, leaf_writer, serializer
 from persistence.enums import Role
-
-ROW_TYPES = frozenset(
-    {"ValidationSession", "ValidationResult", "Discrepancy", "BehavioralTestResult"}
+from persistence.models import (
+    BehavioralTestResult,
+    ValidationDiscrepancy,
+    ValidationResult,
+    ValidationSession,
 )
+
+# Row types and their table's columns: every row a loader returns for one of them holds
+# these columns first, in this order (leaf writers read them by position).
+ROW_COLUMNS: dict[str, tuple[str, ...]] = {
+    name: tuple(model.__table__.c.keys())  # type: ignore[union-attr]
+    for name, model in (
+        ("ValidationSession", ValidationSession),
+        ("ValidationResult", ValidationResult),
+        ("Discrepancy", ValidationDiscrepancy),
+        ("BehavioralTestResult", BehavioralTestResult),
+    )
+}
+ROW_TYPES = frozenset(ROW_COLUMNS)
 
 
 class Unsupported(Exception):
@@ -230,17 +245,18 @@ class _Compiler:
                 raise Unsupported
             self.check_permissions(strawberry_field)
             if field_name == "id" and name in ROW_TYPES:
-                leaves.append((key, "id", functools.partial(to_global_id, name), True))
+                at_id = _position(name, "id")
+                leaves.append((key, at_id, functools.partial(to_global_id, name), True))
             elif field_name == "databaseId" and name in ROW_TYPES:
-                leaves.append((key, "id", serializer(GraphQLInt), True))
+                leaves.append((key, _position(name, "id"), serializer(GraphQLInt), True))
             elif strawberry_field.base_resolver is None and name in ROW_TYPES:
                 if nodes[0].arguments:
                     raise Unsupported
                 leaf_type, non_null = _unwrap(field_def.type)
                 if not isinstance(leaf_type, GraphQLScalarType | GraphQLEnumType):
                     raise Unsupported
-                attr = strawberry_field.python_name
-                leaves.append((key, attr, serializer(leaf_type), non_null))
+                at = _position(name, strawberry_field.python_name)
+                leaves.append((key, at, serializer(leaf_type), non_null))
             else:
                 plan.relations.append(self.relation(name, key, nodes, field_def, strawberry_field))
         if leaves:
@@ -349,6 +365,15 @@ class _Compiler:
 
     def _graphql_name(self, f: StrawberryField) -> str:
         return str(self.strawberry.config.name_converter.get_graphql_name(f))
+
+
+def _position(type_name: str, column: str) -> int:
+    """Where ``column`` is in a row of ``type_name``; a field that is not a column
+    (it would need its own resolver) is unsupported."""
+    try:
+        return ROW_COLUMNS[type_name].index(column)
+    except ValueError:
+        raise Unsupported from None
 
 
 def _unwrap(type_: GraphQLOutputType) -> tuple[Any, bool]:

@@ -56,8 +56,8 @@ def _memoized(serialize: Serialize) -> Serialize:
     return enum_name
 
 
-# (response key, row column, serializer, non-null) of one leaf
-LeafSpec = tuple[str, str, Serialize, bool]
+# (response key, row column position, serializer, non-null) of one leaf
+LeafSpec = tuple[str, int, Serialize, bool]
 Writer = Callable[[Sequence[Any], Sequence[dict[str, Any]]], None]
 
 # The fast paths above, written inline in generated writers (no call per value).
@@ -74,17 +74,16 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
     """A function writing the leaves of every row into its response dictionary,
     generated for this selection (one straight-line block per leaf instead of an
     interpreted loop). A null in a non-null leaf raises ``on_null``. Keys and column
-    names enter the source only as ``repr`` literals."""
+    positions enter the source only as literals."""
     namespace: dict[str, Any] = {"isfinite": math.isfinite, "on_null": on_null}
     body = ["def write(rows, outs):", "    for row, out in zip(rows, outs):"]
-    body.append("        m = row._mapping")  # by name: faster than a Row's attributes
     inline = {fast: name for name, fast in _FAST.items()}
-    for i, (key, attr, serialize, non_null) in enumerate(leaves):
+    for i, (key, position, serialize, non_null) in enumerate(leaves):
         name = f"s{i}"
         namespace[name] = serialize
         template = _INLINE.get(inline.get(serialize, ""), "{s}(v)")
         expression = template.format(s=name)
-        body.append(f"        v = m[{attr!r}]")
+        body.append(f"        v = row[{int(position)}]")  # rows: the table's columns first
         if non_null:
             body += ["        if v is None:", "            raise on_null"]
             body.append(f"        out[{key!r}] = {expression}")

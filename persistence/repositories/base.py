@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
+from persistence.driver_reads import FixedRead, any_of
 from persistence.errors import ValidationFailed
 from persistence.filters import SortDirection
 from persistence.pagination import Keyset, Page
@@ -127,14 +128,19 @@ async def pages_by_parent(
     if after is not None:
         _check_cursor_fits(after, table.c.id, table.c.id)
         params |= {"after_value": after.value, "after_id": after.id}
-    stmt = _pages_statement(table, parent_key, conditions_of, filter_, direction, after is not None)
+    read = _pages_statement(
+        table, parent_key, conditions_of, filter_, direction, after is not None,
+        dialect_name(session),
+    )  # fmt: skip
+    # The table's columns, then _total and _past (by position: cheapest on any row).
+    at_parent, at_total = list(table.c.keys()).index(parent_key), len(table.c)
+    at_past = at_total + 1
     grouped: dict[int, list[Record]] = defaultdict(list)
     totals: dict[int, int] = {}
-    for row in await fetch_records(session, stmt, params=params):
-        columns = row._mapping  # by name: faster than a Row's attributes
-        parent = columns[parent_key]
-        totals[parent] = columns["_total"]
-        if columns["_past"]:
+    for row in await fetch_records(session, read, params=params):
+        parent = row[at_parent]
+        totals[parent] = row[at_total]
+        if row[at_past]:
             grouped[parent].append(row)
     pages: list[Page[Record]] = []
     for pid in parent_ids:
@@ -151,7 +157,8 @@ def _pages_statement(
     filter_: Hashable,
     direction: SortDirection,
     has_after: bool,
-) -> sa.Select[Any]:
+    dialect: str,
+) -> FixedRead:
     key = table.c[parent_key]
     id_col = table.c.id
     past_col: sa.ColumnElement[bool] = sa.true()
@@ -166,7 +173,7 @@ def _pages_statement(
             sa.func.count().over(partition_by=key).label("_total"),
             past_col.label("_past"),
         )
-        .where(key.in_(sa.bindparam("parent_ids", expanding=True)), *conditions_of(filter_))
+        .where(any_of(key, "parent_ids", dialect), *conditions_of(filter_))
         .subquery("filtered")
     )
     numbered = sa.select(
@@ -179,7 +186,7 @@ def _pages_statement(
         .label("_rn"),
     ).subquery("numbered")
     limit = sa.bindparam("limit", type_=sa.Integer())
-    return (
+    return FixedRead(
         sa.select(*(numbered.c[c.name] for c in table.c), numbered.c._total, numbered.c._past)
         .where(
             sa.or_(
@@ -189,6 +196,26 @@ def _pages_statement(
         )
         .order_by(numbered.c[parent_key], numbered.c._past, numbered.c._rn)
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_in(table: sa.Table, column: str, order_by: tuple[str, ...], dialect: str) -> FixedRead:
+    stmt = sa.select(table).where(any_of(table.c[column], "keys", dialect))
+    return FixedRead(stmt.order_by(*(table.c[name] for name in order_by)))
+
+
+async def rows_in(
+    session: AsyncSession,
+    table: sa.Table,
+    column: str,
+    keys: Sequence[Hashable],
+    order_by: tuple[str, ...] = (),
+    sealed: "SealedTable | None" = None,
+) -> list[Record]:
+    """Rows of ``table`` whose ``column`` is one of ``keys`` (a loader batch), in
+    ``order_by`` order; one fixed statement whatever the number of keys."""
+    read = _rows_in(table, column, order_by, dialect_name(session))
+    return await fetch_records(session, read, sealed, {"keys": list(keys)})
 
 
 def group_in_key_order(

@@ -12,11 +12,12 @@ from persistence.crypto import check_sealable, current_keyring
 from persistence.filters import BehavioralTestFilter, IdOrder
 from persistence.models import BehavioralTestResult
 from persistence.pagination import Keyset, Page
-from persistence.records import Record, fetch_records
+from persistence.records import Record
 from persistence.repositories.base import (
     group_in_key_order,
     keyset_page,
     one_per_key,
+    rows_in,
     sealed_batch,
     write_sealed,
 )
@@ -66,17 +67,12 @@ class BehavioralTestRepository:
 
 
     async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
-        stmt = sa.select(_TABLE).where(_c("id").in_(ids))
-        rows = await fetch_records(self.session, stmt, SEALED)
+        rows = await rows_in(self.session, _TABLE, "id", ids, sealed=SEALED)
         return one_per_key(rows, ids, lambda b: b.id)
 
     async def list_by_session_ids(self, session_ids: Sequence[int]) -> list[list[Record]]:
-        stmt = (
-            sa.select(_TABLE)
-            .where(_c("session_id").in_(session_ids))
-            .order_by(_c("session_id"), _c("id"))
-        )
-        rows = await fetch_records(self.session, stmt, SEALED)
+        order = ("session_id", "id")
+        rows = await rows_in(self.session, _TABLE, "session_id", session_ids, order, SEALED)
         return group_in_key_order(rows, session_ids, lambda b: b.session_id)
 
     async def list_page(

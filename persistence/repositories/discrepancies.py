@@ -11,13 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.filters import DiscrepancyFilter, IdOrder
 from persistence.models import ValidationDiscrepancy
 from persistence.pagination import Keyset, Page
-from persistence.records import Record, fetch_records
+from persistence.records import Record
 from persistence.repositories.base import (
     dialect_name,
     group_in_key_order,
     keyset_page,
     one_per_key,
     pages_by_parent,
+    rows_in,
 )
 
 D = ValidationDiscrepancy
@@ -49,12 +50,11 @@ class DiscrepancyRepository:
         return await self.session.get(D, discrepancy_id)
 
     async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
-        rows = await fetch_records(self.session, sa.select(_TABLE).where(_c("id").in_(ids)))
+        rows = await rows_in(self.session, _TABLE, "id", ids)
         return one_per_key(rows, ids, lambda d: d.id)
 
     async def list_by_result_ids(self, result_ids: Sequence[int]) -> list[list[Record]]:
-        stmt = sa.select(_TABLE).where(_c("result_id").in_(result_ids)).order_by(_c("id"))
-        rows = await fetch_records(self.session, stmt)
+        rows = await rows_in(self.session, _TABLE, "result_id", result_ids, ("id",))
         return group_in_key_order(rows, result_ids, lambda d: d.result_id)
 
     async def list_page(

@@ -1,14 +1,16 @@
 """SQL for validation_results."""
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from persistence.driver_reads import FixedRead, any_of
 from persistence.models import ValidationResult
 from persistence.records import Record, fetch_records
-from persistence.repositories.base import group_in_key_order, one_per_key
+from persistence.repositories.base import dialect_name, group_in_key_order, one_per_key, rows_in
 
 R = ValidationResult
 _TABLE: sa.Table = R.__table__  # type: ignore[attr-defined]
@@ -23,38 +25,40 @@ class ResultRepository:
         return (await self.session.scalars(stmt)).one()
 
     async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
-        rows = await fetch_records(self.session, sa.select(_TABLE).where(_c("id").in_(ids)))
+        rows = await rows_in(self.session, _TABLE, "id", ids)
         return one_per_key(rows, ids, lambda r: r.id)
 
     async def list_by_session_ids(self, session_ids: Sequence[int]) -> list[list[Record]]:
         """Each session's results, oldest first."""
-        stmt = (
-            sa.select(_TABLE)
-            .where(_c("session_id").in_(session_ids))
-            .order_by(_c("session_id"), _c("created_at"), _c("id"))
-        )
-        rows = await fetch_records(self.session, stmt)
+        order = ("session_id", "created_at", "id")
+        rows = await rows_in(self.session, _TABLE, "session_id", session_ids, order)
         return group_in_key_order(rows, session_ids, lambda r: r.session_id)
 
     async def latest_by_session_ids(self, session_ids: Sequence[int]) -> list[Record | None]:
         """The newest result per session, one statement (ROW_NUMBER per session)."""
-        table = _TABLE
-        ranked = (
-            sa.select(
-                table,
-                sa.func.row_number()
-                .over(
-                    partition_by=table.c.session_id,
-                    order_by=[table.c.created_at.desc(), table.c.id.desc()],
-                )
-                .label("_rn"),
-            )
-            .where(table.c.session_id.in_(session_ids))
-            .subquery("ranked")
-        )
-        columns = (ranked.c[c.name] for c in table.c)
-        rows = await fetch_records(self.session, sa.select(*columns).where(ranked.c._rn == 1))
+        read = _latest_by_session_ids(dialect_name(self.session))
+        rows = await fetch_records(self.session, read, params={"keys": list(session_ids)})
         return one_per_key(rows, session_ids, lambda r: r.session_id)
+
+
+@functools.cache
+def _latest_by_session_ids(dialect: str) -> FixedRead:
+    table = _TABLE
+    ranked = (
+        sa.select(
+            table,
+            sa.func.row_number()
+            .over(
+                partition_by=table.c.session_id,
+                order_by=[table.c.created_at.desc(), table.c.id.desc()],
+            )
+            .label("_rn"),
+        )
+        .where(any_of(table.c.session_id, "keys", dialect))
+        .subquery("ranked")
+    )
+    columns = (ranked.c[c.name] for c in table.c)
+    return FixedRead(sa.select(*columns).where(ranked.c._rn == 1))
 
 
 def _c(name: str) -> sa.Column[Any]:

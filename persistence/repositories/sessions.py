@@ -12,16 +12,18 @@ from persistence.enums import SessionStatus
 from persistence.filters import SessionFilter, SessionOrder
 from persistence.models import ValidationResult, ValidationSession
 from persistence.pagination import Keyset, Page
-from persistence.records import Record, fetch_records
+from persistence.records import Record
 from persistence.repositories.base import (
     dialect_name,
     keyset_page,
     one_per_key,
+    rows_in,
     sealed_batch,
     write_sealed,
 )
 
 S = ValidationSession
+_TABLE: sa.Table = S.__table__  # type: ignore[attr-defined]
 
 
 class SessionRepository:
@@ -36,12 +38,11 @@ class SessionRepository:
         return (await self.session.scalars(stmt)).one_or_none()
 
     async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
-        rows = await fetch_records(self.session, _select().where(_c("id").in_(ids)), SEALED)
+        rows = await rows_in(self.session, _TABLE, "id", ids, sealed=SEALED)
         return one_per_key(rows, ids, lambda s: s.id)
 
     async def list_by_request_ids(self, request_ids: Sequence[str]) -> list[Record | None]:
-        stmt = _select().where(_c("request_id").in_(request_ids))
-        rows = await fetch_records(self.session, stmt, SEALED)
+        rows = await rows_in(self.session, _TABLE, "request_id", request_ids, sealed=SEALED)
         return one_per_key(rows, request_ids, lambda s: s.request_id)
 
     async def insert_if_absent(self, values: Mapping[str, Any]) -> ValidationSession | None:
@@ -99,7 +100,6 @@ class SessionRepository:
         """Store already-sealed column values as they are (key rotation)."""
         await write_sealed(self.session, SEALED, session_id, values)
 
-
     async def delete(self, session_id: int) -> bool:
         """Children go with it (ON DELETE CASCADE)."""
         result = await self.session.execute(sa.delete(S).where(_c("id") == session_id))
@@ -132,7 +132,7 @@ def session_conditions(f: SessionFilter) -> list[sa.ColumnElement[bool]]:
 
 
 def _select() -> sa.Select[Any]:
-    return sa.select(S.__table__)  # type: ignore[attr-defined]
+    return sa.select(_TABLE)
 
 
 def _c(name: str) -> sa.Column[Any]:

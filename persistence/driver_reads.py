@@ -1,0 +1,202 @@
+"""Fixed read statements, run on asyncpg directly by PostgreSQL read sessions.
+
+A loader batch runs one SELECT whose SQL never changes, only its bound values. Through
+SQLAlchemy that statement costs more in Python than in the database: cache-key
+generation, rendering the expanded IN list, the execution context, and a Row built per
+result row through per-column processors. ``FixedRead`` compiles the statement once per
+dialect (lists bind as one array: ``= ANY($1)``, so the SQL text is constant and asyncpg
+keeps it prepared) and, on a PostgreSQL read session, sends it on the session's asyncpg
+connection: the rows come back as ``Row`` tuples built by one generated function with
+SQLAlchemy's own result processors for the columns that need one (enums, JSON, UTC
+datetimes), so values and types are what the SQLAlchemy path returns
+(tests/persistence/test_driver_reads.py compares both).
+
+What SQLAlchemy did around the statement stays: ``before_cursor_execute`` and
+``after_cursor_execute`` fire (statement logs, metrics); a connection the driver
+reports lost is invalidated, so the pool never hands it out again. Elsewhere (SQLite,
+write sessions whose transaction SQLAlchemy begins) the same statement runs through
+SQLAlchemy.
+"""
+
+import functools
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from persistence.database import DRIVER_READS, is_disconnect
+
+
+def any_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` is one of the list bound as ``name``: ``= ANY(:name)`` with one array
+    parameter on PostgreSQL (constant SQL text), an expanding ``IN`` elsewhere."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+class Row(tuple[Any, ...]):
+    """A read row: values by position, by column name as attributes, and by name in
+    ``_mapping`` (as a Core Row). Subclassed once per column list (``row_type``)."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:  # columns are properties of the subclass
+        raise AttributeError(name)
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
+
+    def __repr__(self) -> str:
+        return f"Row({', '.join(f'{k}={v!r}' for k, v in zip(self._fields, self, strict=True))})"
+
+
+@functools.lru_cache(maxsize=256)
+def row_type(fields: tuple[str, ...]) -> type[Row]:
+    """The Row class of these columns (attribute access is a C-level itemgetter)."""
+    attributes: dict[str, Any] = {"__slots__": (), "_fields": fields}
+    for index, name in enumerate(fields):
+        attributes[name] = property(operator.itemgetter(index))
+    return type("Row", (Row,), attributes)
+
+
+MakeRows = Callable[[Sequence[Any]], list[Row]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # bound parameters in positional order
+    defaults: Mapping[str, Any]  # values the statement carries itself (literals)
+    binds: Mapping[str, Callable[[Any], Any]]  # SQLAlchemy bind processors by name
+    columns: tuple[tuple[str, sa.types.TypeEngine[Any]], ...]  # result name and type
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        values = []
+        for name in self.names:
+            value = params[name] if name in params else self.defaults[name]
+            process = self.binds.get(name)
+            values.append(value if process is None else process(value))
+        return values
+
+
+class FixedRead:
+    """A SELECT with constant SQL (values only through bound parameters), built once
+    (module level or cached) and fetched with ``persistence.records.fetch_records``."""
+
+    __slots__ = ("_compiled", "_makers", "statement")
+
+    def __init__(self, statement: sa.Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[Dialect, _Compiled] = {}
+        self._makers: dict[Dialect, MakeRows] = {}
+
+    async def fetch(self, session: AsyncSession, params: Mapping[str, Any]) -> Sequence[Any]:
+        conn: AsyncConnection | None = session.info.get(DRIVER_READS)
+        if conn is None:
+            return (await session.execute(self.statement, dict(params))).all()
+        return await self._on_driver(conn, params)
+
+    async def _on_driver(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Row]:
+        dialect = conn.dialect
+        compiled = self._compiled.get(dialect)
+        if compiled is None:
+            compiled = self._compiled[dialect] = _compile(self.statement, dialect)
+        arguments = compiled.arguments(params)
+        pooled = await conn.get_raw_connection()
+        driver: Any = pooled.driver_connection
+        sync = conn.sync_connection
+        if driver is None or sync is None:  # pragma: no cover - a started connection has both
+            raise RuntimeError("read session without a live connection")
+        dispatch = sync.dispatch
+        dispatch.before_cursor_execute(sync, None, compiled.sql, arguments, None, False)
+        try:
+            make = self._makers.get(dialect)
+            if make is None:  # the result's type oids pick the processors, as for a cursor
+                prepared = await driver.prepare(compiled.sql)
+                oids = tuple(a.type.oid for a in prepared.get_attributes())
+                make = self._makers[dialect] = _row_maker(compiled, dialect, oids)
+            records = await driver.fetch(compiled.sql, *arguments)  # asyncpg keeps it prepared
+        except Exception as error:
+            raise await _as_sqlalchemy_error(conn, pooled, error, compiled, arguments) from error
+        except BaseException:
+            # Cancelled mid-statement: the server may still be sending rows. Close the
+            # socket now and have the pool replace the connection (no await here: the
+            # task is being cancelled).
+            driver.terminate()
+            pooled.invalidate(soft=True)
+            raise
+        dispatch.after_cursor_execute(sync, None, compiled.sql, arguments, None, False)
+        return make(records)
+
+
+def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
+    compiled = statement.compile(dialect=dialect)
+    # Lists the statement carries itself (a filter's IN values) are expanded once here,
+    # as SQLAlchemy would at every execution; lists bound per call use any_of.
+    expanded = compiled._process_parameters_for_postcompile(
+        compiled.construct_params(_check=False), _populate_self=False
+    )
+    names = tuple(expanded.positiontup or ())
+    processors = {**compiled._bind_processors, **expanded.processors}
+    binds = {name: p for name, p in processors.items() if callable(p)}
+    columns = tuple((c.keyname, c.type) for c in compiled._result_columns)
+    return _Compiled(expanded.statement, names, expanded.parameters, binds, columns)
+
+
+def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> MakeRows:
+    """One generated list comprehension: each record's values, through SQLAlchemy's
+    result processor where the column has one (as a CursorResult would apply it)."""
+    namespace: dict[str, Any] = {"new": tuple.__new__}
+    namespace["cls"] = row_type(tuple(name for name, _ in compiled.columns))
+    cells = []
+    for index, ((_name, type_), oid) in enumerate(zip(compiled.columns, oids, strict=True)):
+        process = type_._cached_result_processor(dialect, oid)
+        if process is None:
+            cells.append(f"r[{index}]")
+        else:
+            namespace[f"p{index}"] = process
+            cells.append(f"p{index}(r[{index}])")
+    source = f"def make(records):\n    return [new(cls, ({', '.join(cells)},)) for r in records]"
+    exec(source, namespace)  # noqa: S102 - source built from indexes only
+    make: MakeRows = namespace["make"]
+    return make
+
+
+async def _as_sqlalchemy_error(
+    conn: AsyncConnection,
+    pooled: Any,
+    error: Exception,
+    compiled: _Compiled,
+    arguments: list[Any],
+) -> Exception:
+    """What SQLAlchemy would have raised for ``error``: translated by its asyncpg adapter
+    and wrapped in a DBAPIError (errors the adapter does not map stay as they are);
+    a lost connection is invalidated first, so the pool never hands it out again."""
+    translated: Exception = error
+    try:
+        pooled.dbapi_connection._handle_exception(error)
+    except Exception as adapted:  # _handle_exception always raises
+        translated = adapted
+    gone = pooled.driver_connection.is_closed() or is_disconnect(error)
+    if gone:
+        await conn.invalidate(translated)
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    if not isinstance(translated, dbapi_error):
+        return translated
+    return exc.DBAPIError.instance(
+        compiled.sql,
+        arguments,
+        translated,
+        dbapi_error,
+        connection_invalidated=gone,
+        dialect=conn.dialect,
+    )

@@ -1,0 +1,231 @@
+"""Fixed reads on asyncpg directly (persistence/driver_reads.py) against the same
+statements through SQLAlchemy: same rows, same values, same Python types; statement
+events still fire; a connection lost under a driver read is not handed out again."""
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence import crypto
+from persistence.crypto import KeyRing, configure_encryption, generate_key
+from persistence.database import DRIVER_READS, DatabaseManager
+from persistence.driver_reads import FixedRead, Row, any_of, row_type
+from persistence.enums import SeverityLevel
+from persistence.errors import ServiceUnavailable
+from persistence.filters import DiscrepancyFilter, IdOrder, SortDirection
+from persistence.models import metadata
+from persistence.pagination import Keyset
+from persistence.records import fetch_records
+from persistence.repositories import (
+    BehavioralTestRepository,
+    DiscrepancyRepository,
+    ResultRepository,
+    SessionRepository,
+)
+from persistence.services import (
+    BehavioralTestService,
+    DiscrepancyService,
+    ResultService,
+    SessionService,
+)
+from tests.persistence.factories import (
+    behavioral_test_input,
+    discrepancy_input,
+    result_input,
+    session_input,
+)
+
+SESSIONS = metadata.tables["validation_sessions"]
+MISSING = 999_999
+Read = Callable[[AsyncSession], Awaitable[Any]]
+
+
+@pytest.fixture
+def sealed_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secret columns are stored encrypted: driver reads must open them too."""
+    monkeypatch.setattr(crypto, "_active", crypto._active)
+    configure_encryption(KeyRing.parse(f"k1:{generate_key()}"))
+
+
+async def _seed(db: DatabaseManager) -> dict[str, Any]:
+    service = SessionService(db)
+    sessions = []
+    for name in ("a", "b", "c"):
+        values = session_input(f"req-{name}")
+        values["source_metadata"] = {"password": f"{name}-secret", "n": 1.5}
+        session_id = (await service.create(values)).session.id
+        assert session_id is not None
+        sessions.append(session_id)
+    a, b, c = sessions
+    results = []
+    for sid, n in ((a, 3), (b, 25), (b, 4)):
+        severities = ["CRITICAL", "WARNING", "INFO"]
+        items = [
+            discrepancy_input(i, severity=severities[i % 3], validation_context={"i": i})
+            for i in range(n)
+        ]
+        results.append((await ResultService(db).record(sid, result_input(), items)).id)
+    tests = await BehavioralTestService(db).record(
+        b, [behavioral_test_input("one"), behavioral_test_input("two")]
+    )
+    async with db.read_session() as s:
+        discrepancy_ids = list(
+            await s.scalars(sa.select(metadata.tables["validation_discrepancies"].c.id))
+        )
+    await DiscrepancyService(db).resolve_many(discrepancy_ids[::4], "alice")
+    return {
+        "sessions": [c, MISSING, a, b, a],
+        "results": [*results, MISSING],
+        "discrepancies": [*discrepancy_ids[::3], MISSING],
+        "tests": [t.id for t in tests][::-1],
+    }
+
+
+def _reads(k: dict[str, Any]) -> dict[str, Read]:
+    """Every fixed read a loader runs, with keys that include misses and repeats."""
+    s_ids, r_ids, d_ids, t_ids = k["sessions"], k["results"], k["discrepancies"], k["tests"]
+    warning = DiscrepancyFilter(
+        severities=(SeverityLevel.WARNING, SeverityLevel.CRITICAL), is_resolved=False
+    )
+    after = Keyset(value=d_ids[2], id=d_ids[2])
+    return {
+        "sessions by id": lambda s: SessionRepository(s).list_by_ids(s_ids),
+        "sessions by request id": lambda s: SessionRepository(s).list_by_request_ids(
+            ["req-c", "nope", "req-a"]
+        ),
+        "results by id": lambda s: ResultRepository(s).list_by_ids(r_ids),
+        "results by session": lambda s: ResultRepository(s).list_by_session_ids(s_ids),
+        "latest result": lambda s: ResultRepository(s).latest_by_session_ids(s_ids),
+        "discrepancies by id": lambda s: DiscrepancyRepository(s).list_by_ids(d_ids),
+        "discrepancies by result": lambda s: DiscrepancyRepository(s).list_by_result_ids(r_ids),
+        "tests by id": lambda s: BehavioralTestRepository(s).list_by_ids(t_ids),
+        "tests by session": lambda s: BehavioralTestRepository(s).list_by_session_ids(s_ids),
+        "discrepancy pages": lambda s: DiscrepancyRepository(s).pages_by_session_ids(
+            s_ids, DiscrepancyFilter(), IdOrder(), 10, None
+        ),
+        "filtered pages, descending, after a cursor": lambda s: DiscrepancyRepository(
+            s
+        ).pages_by_session_ids(s_ids, warning, IdOrder(SortDirection.DESC), 3, after),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Rows and pages as nested plain values, each leaf with its exact type."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "items") and hasattr(value, "total_count"):  # a Page
+        return (_plain(list(value.items)), value.total_count, value.has_next_page)
+    return [(k, type(v).__name__, v) for k, v in value._mapping.items()]
+
+
+@pytest.mark.postgres_only
+async def test_driver_rows_equal_sqlalchemy_rows(db: DatabaseManager, sealed_keys: None) -> None:
+    keys = await _seed(db)
+    for name, read in _reads(keys).items():
+        async with db.read_session() as s:
+            assert s.info.get(DRIVER_READS) is not None
+            driver = await read(s)
+            del s.info[DRIVER_READS]  # the same statement, through SQLAlchemy
+            through_sqlalchemy = await read(s)
+        assert _plain(driver) == _plain(through_sqlalchemy), name
+        assert driver, name
+    # Secrets came back opened, datetimes aware UTC, enums as members.
+    async with db.read_session() as s:
+        a = (await SessionRepository(s).list_by_request_ids(["req-a"]))[0]
+    assert isinstance(a, Row)
+    assert a.source_metadata == {"password": "a-secret", "n": 1.5}
+    assert a.created_at.tzinfo is UTC
+    assert a.source_technology.value == session_input("x")["source_technology"]
+
+
+@pytest.mark.postgres_only
+async def test_driver_reads_fire_statement_events(db: DatabaseManager) -> None:
+    keys = await _seed(db)
+    seen: list[tuple[str, str]] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(("before", statement))
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(("after", statement))
+
+    engine = db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        async with db.read_session() as s:
+            await ResultRepository(s).latest_by_session_ids(keys["sessions"])
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    assert [kind for kind, _ in seen] == ["before", "after"]
+    assert "ANY" in seen[0][1]
+    assert seen[0][1] == seen[1][1]
+
+
+@pytest.mark.postgres_only
+async def test_lost_connection_is_invalidated(db: DatabaseManager, database_url: str) -> None:
+    """The pool must not hand the dead connection out again: the read after the
+    failed one succeeds (pre-ping is off by default)."""
+    keys = await _seed(db)
+    async with db.read_session() as s:
+        await SessionRepository(s).list_by_ids(keys["sessions"])  # pooled, statement prepared
+        pid = await (await s.connection()).exec_driver_sql("SELECT pg_backend_pid()")
+        victim = pid.scalar_one()
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", victim)
+    finally:
+        await admin.close()
+    expected = [None if i == MISSING else i for i in keys["sessions"]]
+    failures = 0
+    for _ in range(db.engine.pool.size() + 1):  # type: ignore[attr-defined]
+        try:
+            async with db.read_session() as s:
+                rows = await SessionRepository(s).list_by_ids(keys["sessions"])
+        except ServiceUnavailable:
+            failures += 1
+            continue
+        assert [r.id if r else None for r in rows] == expected
+    assert failures <= 1
+    async with db.read_session() as s:
+        rows = await SessionRepository(s).list_by_ids(keys["sessions"])
+    assert [r.id if r else None for r in rows] == expected
+
+
+def test_rows_by_position_attribute_and_name() -> None:
+    cls = row_type(("id", "name", "_total"))
+    row = cls((7, "x", 3))
+    assert (row[0], row.name, row._total) == (7, "x", 3)
+    assert row._mapping == {"id": 7, "name": "x", "_total": 3}
+    assert row_type(("id", "name", "_total")) is cls
+    assert "name='x'" in repr(row)
+    with pytest.raises(AttributeError):
+        _ = row.missing
+
+
+@pytest.mark.postgres_only
+async def test_filter_lists_in_a_fixed_statement(db: DatabaseManager) -> None:
+    """IN lists a fixed statement carries itself are expanded once, at compile."""
+    await _seed(db)
+    read = FixedRead(
+        sa.select(SESSIONS.c.request_id)
+        .where(
+            SESSIONS.c.request_id.in_(["req-a", "req-c"]),
+            any_of(SESSIONS.c.id, "keys", "postgresql"),
+            SESSIONS.c.created_at < sa.bindparam("before", type_=SESSIONS.c.created_at.type),
+        )
+        .order_by(SESSIONS.c.request_id)
+    )
+    params = {"keys": list(range(1, 1_000)), "before": datetime(2999, 1, 1, tzinfo=UTC)}
+    async with db.read_session() as s:
+        rows = await fetch_records(s, read, params=params)
+    assert [r.request_id for r in rows] == ["req-a", "req-c"]
