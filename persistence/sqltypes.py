@@ -52,11 +52,18 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.driver == "asyncpg":
+            # asyncpg decodes timestamptz as an aware datetime in UTC: nothing to do
+            # (a read of a thousand rows calls no per-value function).
+            return None
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         tzinfo = value.tzinfo
-        if tzinfo is UTC:  # asyncpg's timestamptz: already what we return
+        if tzinfo is UTC:
             return value
         if tzinfo is None:
             return value.replace(tzinfo=UTC)

@@ -22,7 +22,7 @@ from strawberry.types.graphql import OperationType
 from graph.context import Context
 from graph.document_cache import LRU
 from graph.plan.compiler import Plan, Unsupported, compile_plan
-from graph.plan.runner import run_plan
+from graph.plan.runner import Loads, prime, run_plan
 from graph.settings import PlanMode
 
 log = logging.getLogger("migval.plan")
@@ -76,8 +76,11 @@ class ExecutionPlans(SchemaExtension):
             if plan is None:
                 STATS["unsupported"] += 1
             else:
-                data = await _attempt(plan, ctx.schema, context, ctx.variables)
+                loads: Loads = []
+                data = await _attempt(plan, ctx.schema, context, ctx.variables, loads)
                 STATS["fallback" if data is None else "planned"] += 1
+                if data is None or mode is PlanMode.VERIFY:  # standard execution runs
+                    prime(loads)
         if data is not None and mode is PlanMode.ON:
             ctx.result = GraphQLExecutionResult(data=data, errors=None)
         yield
@@ -86,10 +89,10 @@ class ExecutionPlans(SchemaExtension):
 
 
 async def _attempt(
-    plan: Plan, schema: Any, context: Context, variables: dict[str, Any] | None
+    plan: Plan, schema: Any, context: Context, variables: dict[str, Any] | None, loads: Loads
 ) -> dict[str, Any] | None:
     try:
-        return await run_plan(plan, schema, context, variables)
+        return await run_plan(plan, schema, context, variables, loads)
     except Unsupported:
         return None
     except Exception:  # standard execution answers it (and reports the error)

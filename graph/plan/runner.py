@@ -1,20 +1,22 @@
-"""Run a compiled plan: breadth first, one loader batch per relation per level, leaf
+"""Run a compiled plan: breadth first, one loader batch per loader per level, leaf
 values written straight into the response dictionaries.
 
-Every level starts all its loads in the same event-loop turn, so each loader runs one
-batch (one statement) per level whatever the number of rows. Anything standard
+Each level gathers the keys of all its relations per loader and calls that loader's
+batch function once with the distinct keys (the function a DataLoader would call, so
+the same statement), without a future per key. Anything standard
 execution would answer with an error (a null in a non-null field, a value a scalar
 refuses, a missing role, bad arguments) raises ``Unsupported`` or the original
 exception: the caller then falls back to standard execution, which produces the error.
 """
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLInt
 from graphql.execution.values import get_argument_values, get_variable_values
+from strawberry.dataloader import DataLoader
 from strawberry.types.arguments import convert_arguments
 
 from graph.context import Context
@@ -30,6 +32,8 @@ from persistence.pagination import Page, encode_cursor
 from persistence.records import Record
 
 Out = dict[str, Any]
+# Batches a run loaded: (loader, keys, values in key order or the batch's error).
+Loads = list[tuple[DataLoader[Any, Any], list[Any], Sequence[Any] | Exception]]
 _int = serializer(GraphQLInt)
 
 
@@ -48,13 +52,18 @@ class _Job:
     outs: list[Out]
     keys: list[Any]  # per parent; None: no row (nullable foreign key)
     arguments: dict[str, Any]
-    values: Awaitable[list[Any]]
+    loader: DataLoader[Any, Any]
 
 
 async def run_plan(
-    plan: Plan, schema: Any, context: Context, raw_variables: dict[str, Any] | None
+    plan: Plan,
+    schema: Any,
+    context: Context,
+    raw_variables: dict[str, Any] | None,
+    loads: "Loads",
 ) -> Out:
-    """The response ``data`` of ``plan``; raises when standard execution must answer."""
+    """The response ``data`` of ``plan``; raises when standard execution must answer.
+    Every batch loaded is added to ``loads`` (see ``prime``)."""
     if not all(context.actor.has_role(role) for role in plan.roles):
         raise Unsupported  # standard execution answers FORBIDDEN where it applies
     variables: Any = get_variable_values(
@@ -72,10 +81,11 @@ async def run_plan(
                 jobs.append(_start(relation, level, variables, schema, context))
         if not jobs:
             break
-        results = await asyncio.gather(*(job.values for job in jobs))
+        loaded = await _load(jobs, loads)
         merged: dict[int, _Level] = {}
-        for job, values in zip(jobs, results, strict=True):
-            _attach(job, values, merged)
+        for job in jobs:
+            found = loaded[id(job.loader)]
+            _attach(job, [found[key] for key in job.keys if key is not None], merged)
         levels = [level for level in merged.values() if level.rows]
     return data
 
@@ -105,9 +115,52 @@ def _start(
         for row in level.rows:
             parent_id = getattr(row, parent)
             keys.append(None if parent_id is None else fetch.key(parent_id, arguments))
-    loader = fetch.loader(context.loaders)
-    values = loader.load_many([key for key in keys if key is not None])
-    return _Job(relation, level.outs, keys, arguments, values)
+    return _Job(relation, level.outs, keys, arguments, fetch.loader(context.loaders))
+
+
+async def _load(jobs: Sequence[_Job], loads: Loads) -> dict[int, dict[Any, Any]]:
+    """Per loader (by id): its value for each key the jobs need, one batch each."""
+    wanted: dict[int, tuple[DataLoader[Any, Any], dict[Any, None]]] = {}
+    for job in jobs:
+        keys = wanted.setdefault(id(job.loader), (job.loader, {}))[1]
+        keys.update(dict.fromkeys(key for key in job.keys if key is not None))
+    batches = [(ident, list(keys), loader) for ident, (loader, keys) in wanted.items()]
+    results = await asyncio.gather(*(_batch(loader, k, loads) for _, k, loader in batches))
+    return {
+        ident: dict(zip(keys, values, strict=True))
+        for (ident, keys, _), values in zip(batches, results, strict=True)
+    }
+
+
+async def _batch(loader: DataLoader[Any, Any], keys: list[Any], loads: Loads) -> Sequence[Any]:
+    if not keys:
+        return []
+    try:
+        values = await loader.load_fn(keys)
+    except Exception as error:
+        loads.append((loader, keys, error))
+        raise
+    if any(isinstance(value, BaseException) for value in values):
+        raise Unsupported  # a per-key error: standard execution reports it
+    loads.append((loader, keys, values))
+    return values
+
+
+def prime(loads: Loads) -> None:
+    """Cache what a run loaded in its loaders, as loads would have: standard execution
+    after a fallback (or in verify mode) then reads it from the request's loaders
+    instead of the database, and a batch that failed fails there the same way (a
+    read is not retried behind the client's back). Only then: a future per key."""
+    for loader, keys, outcome in loads:
+        if not isinstance(outcome, Exception):
+            loader.prime_many(dict(zip(keys, outcome, strict=True)))
+            continue
+        for key in keys:
+            if loader.cache_map.get(key) is None:
+                failed: asyncio.Future[Any] = loader.loop.create_future()
+                failed.set_exception(outcome)
+                failed.exception()  # retrieved: no "never retrieved" warning if unused
+                loader.cache_map.set(key, failed)
 
 
 def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None:
