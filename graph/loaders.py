@@ -2,10 +2,11 @@
 on its own short read session: batches run as concurrent tasks and must not share a
 session (see ARCHITECTURE.md)."""
 
+import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
@@ -28,6 +29,7 @@ from persistence.repositories import (
     ResultRepository,
     SessionRepository,
 )
+from persistence.repositories.base import Columns
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -72,29 +74,37 @@ class Loaders:
         self.result_by_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: results(s).list_by_ids(keys)
         )
-        self.results_by_session_id: DataLoader[int, list[Record]] = self._loader(
-            lambda s, keys: results(s).list_by_session_ids(keys)
+        # Child lists an execution plan may read with fewer columns (``narrow``).
+        self._narrowable: dict[str, Callable[[AsyncSession, list[Any], Columns], Any]] = {
+            "results_by_session_id": lambda s, k, c: results(s).list_by_session_ids(k, c),
+            "latest_result_by_session_id": lambda s, k, c: results(s).latest_by_session_ids(k, c),
+            "discrepancies_by_result_id": lambda s, k, c: discrepancies(s).list_by_result_ids(k, c),
+            "behavioral_tests_by_session_id": lambda s, k, c: tests(s).list_by_session_ids(k, c),
+        }
+        self._narrowed: dict[tuple[str, Columns], DataLoader[Any, Any]] = {}
+        self.results_by_session_id: DataLoader[int, list[Record]] = self.narrow(
+            "results_by_session_id", None
         )
-        self.latest_result_by_session_id: DataLoader[int, Record | None] = self._loader(
-            lambda s, keys: results(s).latest_by_session_ids(keys)
+        self.latest_result_by_session_id: DataLoader[int, Record | None] = self.narrow(
+            "latest_result_by_session_id", None
         )
         self.discrepancy_by_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: discrepancies(s).list_by_ids(keys)
         )
-        self.discrepancies_by_result_id: DataLoader[int, list[Record]] = self._loader(
-            lambda s, keys: discrepancies(s).list_by_result_ids(keys)
+        self.discrepancies_by_result_id: DataLoader[int, list[Record]] = self.narrow(
+            "discrepancies_by_result_id", None
         )
         self.behavioral_test_by_id: DataLoader[int, Record | None] = self._loader(
             lambda s, keys: tests(s).list_by_ids(keys)
         )
-        self.behavioral_tests_by_session_id: DataLoader[int, list[Record]] = self._loader(
-            lambda s, keys: tests(s).list_by_session_ids(keys)
+        self.behavioral_tests_by_session_id: DataLoader[int, list[Record]] = self.narrow(
+            "behavioral_tests_by_session_id", None
         )
         self.metric_by_id: DataLoader[int, ValidationMetric | None] = self._loader(
             lambda s, keys: MetricRepository(s).list_by_ids(keys)
         )
-        self.discrepancy_page_by_session: DataLoader[ChildPageKey, Page[Record]] = DataLoader(
-            self._discrepancy_pages
+        self.discrepancy_page_by_session: DataLoader[ChildPageKey, Page[Record]] = self.narrow(
+            "discrepancy_page_by_session", None
         )
         # Root listings: the page and its total (two statements), cached per request
         # like every loader, so a document reads each listing once.
@@ -120,6 +130,20 @@ class Loaders:
             )
         )
 
+    def narrow(self, name: str, columns: Columns) -> DataLoader[Any, Any]:
+        """The loader ``name`` reading only ``columns`` of its rows (None: all; the
+        others come back NULL), one per column set and request. Execution plans use
+        it; the rows must not reach anything that reads the other columns."""
+        loader = self._narrowed.get((name, columns))
+        if loader is None:
+            if name == "discrepancy_page_by_session":
+                loader = DataLoader(functools.partial(self._discrepancy_pages, columns=columns))
+            else:
+                fetch = self._narrowable[name]
+                loader = self._loader(lambda s, keys: fetch(s, keys, columns))
+            self._narrowed[(name, columns)] = loader
+        return loader
+
     def _loader(
         self, fetch: Callable[[AsyncSession, list[K]], Awaitable[Sequence[V]]]
     ) -> DataLoader[K, V]:
@@ -129,7 +153,9 @@ class Loaders:
 
         return DataLoader(batch)
 
-    async def _discrepancy_pages(self, keys: list[ChildPageKey]) -> list[Page[Record]]:
+    async def _discrepancy_pages(
+        self, keys: list[ChildPageKey], columns: Columns = None
+    ) -> list[Page[Record]]:
         # Keys that share their arguments become one windowed statement.
         groups: dict[tuple[DiscrepancyFilter, IdOrder, int, Keyset | None], list[int]] = (
             defaultdict(list)
@@ -141,11 +167,7 @@ class Loaders:
             repo = DiscrepancyRepository(session)
             for (filter_, order, first, after), parent_ids in groups.items():
                 found = await repo.pages_by_session_ids(
-                    parent_ids,
-                    filter_,
-                    order,
-                    first,
-                    after,
+                    parent_ids, filter_, order, first, after, columns
                 )
                 for pid, page in zip(parent_ids, found, strict=True):
                     pages[ChildPageKey(pid, filter_, order, first, after)] = page

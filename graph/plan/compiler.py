@@ -63,6 +63,13 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     )
 }
 ROW_TYPES = frozenset(ROW_COLUMNS)
+# Columns every row of a type carries whatever is selected (ids; a sealed table's row key).
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    "ValidationSession": ("id", "request_id"),
+    "ValidationResult": ("id",),
+    "Discrepancy": ("id",),
+    "BehavioralTestResult": ("id",),
+}
 
 
 class Unsupported(Exception):
@@ -79,6 +86,7 @@ class ObjectPlan:
     template: dict[str, Any] = field(default_factory=dict)
     relations: list["RelationPlan"] = field(default_factory=list)
     write_leaves: Writer | None = None
+    columns: set[str] = field(default_factory=set)  # the row columns the selection reads
 
 
 @dataclass(slots=True)
@@ -103,6 +111,12 @@ class ConnectionPlan:
     page_infos: list[tuple[str, PageInfoPlan]] = field(default_factory=list)
 
     @property
+    def columns(self) -> set[str]:
+        """Row columns the connection's node selections read (ids for cursors)."""
+        plans = [p for _, p in self.nodes] + [p for _, e in self.edges for _, p in e.nodes]
+        return {"id"}.union(*(p.columns for p in plans))
+
+    @property
     def needs_cursors(self) -> bool:
         return any(e.cursor_keys for _, e in self.edges) or any(
             name in ("startCursor", "endCursor")
@@ -120,6 +134,8 @@ class RelationPlan:
     node: FieldNode
     non_null: bool
     child: ObjectPlan | ConnectionPlan
+    # The columns the rows must carry when the fetch can narrow its read (None: all).
+    columns: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +249,7 @@ class _Compiler:
         if not isinstance(definition, StrawberryObjectDefinition):
             raise Unsupported
         by_name = {self._graphql_name(f): f for f in definition.fields}
+        plan.columns.update(ROW_KEYS.get(name, ()))
         for key, nodes in self.collect(type_, selection_sets).items():
             field_name = nodes[0].name.value
             plan.template[key] = None
@@ -256,9 +273,11 @@ class _Compiler:
                 if not isinstance(leaf_type, GraphQLScalarType | GraphQLEnumType):
                     raise Unsupported
                 at = _position(name, strawberry_field.python_name)
+                plan.columns.add(strawberry_field.python_name)
                 leaves.append((key, at, serializer(leaf_type), non_null))
             else:
                 plan.relations.append(self.relation(name, key, nodes, field_def, strawberry_field))
+        plan.columns.update(r.fetch.parent for r in plan.relations if r.fetch.parent)
         if leaves:
             plan.write_leaves = leaf_writer(leaves, Unsupported)
         return plan
@@ -286,7 +305,10 @@ class _Compiler:
             if not isinstance(target, GraphQLObjectType) or named is not target:
                 raise Unsupported
             child = self.object(target, selection_sets)
-        return RelationPlan(key, fetch, field_def, strawberry_field, nodes[0], non_null, child)
+        columns = frozenset(child.columns) if fetch.narrow is not None else None
+        return RelationPlan(
+            key, fetch, field_def, strawberry_field, nodes[0], non_null, child, columns
+        )
 
     def check_permissions(self, strawberry_field: StrawberryField) -> None:
         for extension in strawberry_field.extensions:

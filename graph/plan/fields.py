@@ -30,7 +30,8 @@ class Fetch:
     ``parent``: the parent row's column holding the id the key is built from (None for
     root fields); ``key``: (that id, converted arguments) -> loader key; a None id
     means no row (nullable foreign keys). ``sort_value``: for pages, key -> the row's
-    cursor sort value (as the resolver's ``connection_from_page`` gets it)."""
+    cursor sort value (as the resolver's ``connection_from_page`` gets it). ``narrow``:
+    the name of the same loader reading fewer columns (``Loaders.narrow``)."""
 
     loader: Callable[[Loaders], DataLoader[Any, Any]]
     key: Callable[[Any, Args], Any]
@@ -38,6 +39,8 @@ class Fetch:
     target: str  # GraphQL type of the rows
     parent: str | None = None
     sort_value: Callable[[Any], Callable[[Record], Any]] | None = None
+    # Loaders.narrow name: the plan reads only the columns its selection needs.
+    narrow: str | None = None
 
 
 def _by_id(_key: Any) -> Callable[[Record], Any]:
@@ -73,24 +76,26 @@ FETCHES: Mapping[str, Fetch] = {
     ),
     # Children of a session.
     "ValidationSession.results": Fetch(
-        lambda ls: ls.results_by_session_id, lambda p, _a: p, "list", "ValidationResult", "id"
+        lambda ls: ls.results_by_session_id, lambda p, _a: p, "list", "ValidationResult", "id",
+        narrow="results_by_session_id",
     ),
     "ValidationSession.latestResult": Fetch(
         lambda ls: ls.latest_result_by_session_id, lambda p, _a: p, "one", "ValidationResult",
-        "id",
+        "id", narrow="latest_result_by_session_id",
     ),
     "ValidationSession.discrepancies": Fetch(
         lambda ls: ls.discrepancy_page_by_session,
         lambda p, a: session_discrepancies_key(p, a.get("filter"), a["first"], a.get("after")),
-        "page", "Discrepancy", "id", _by_id,
+        "page", "Discrepancy", "id", _by_id, narrow="discrepancy_page_by_session",
     ),
     "ValidationSession.behavioralTests": Fetch(
         lambda ls: ls.behavioral_tests_by_session_id, lambda p, _a: p, "list",
-        "BehavioralTestResult", "id",
+        "BehavioralTestResult", "id", narrow="behavioral_tests_by_session_id",
     ),
     # Children and parents of a result, a discrepancy and a behavioral test.
     "ValidationResult.discrepancies": Fetch(
-        lambda ls: ls.discrepancies_by_result_id, lambda p, _a: p, "list", "Discrepancy", "id"
+        lambda ls: ls.discrepancies_by_result_id, lambda p, _a: p, "list", "Discrepancy", "id",
+        narrow="discrepancies_by_result_id",
     ),
     "ValidationResult.session": _SESSION_OF_ROW,
     "Discrepancy.session": _SESSION_OF_ROW,

@@ -115,7 +115,12 @@ def _start(
         for row in level.rows:
             parent_id = getattr(row, parent)
             keys.append(None if parent_id is None else fetch.key(parent_id, arguments))
-    return _Job(relation, level.outs, keys, arguments, fetch.loader(context.loaders))
+    loaders = context.loaders
+    if fetch.narrow is not None and relation.columns is not None:
+        loader = loaders.narrow(fetch.narrow, relation.columns)
+    else:
+        loader = fetch.loader(loaders)
+    return _Job(relation, level.outs, keys, arguments, loader)
 
 
 async def _load(jobs: Sequence[_Job], loads: Loads) -> dict[int, dict[Any, Any]]:

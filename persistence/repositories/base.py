@@ -26,6 +26,22 @@ F = TypeVar("F", bound=Hashable)
 _INT_LIMIT = {False: 2**31, True: 2**63}
 K = TypeVar("K", bound=Hashable)
 
+# Columns a read must return (None: all of them). Rows keep every column's position:
+# the others come back as NULL, which costs the driver nothing to decode (a plan
+# asks only for what its document selects).
+Columns = frozenset[str] | None
+
+
+def select_list(
+    source: sa.FromClause, names: Iterable[str], columns: Columns, needed: Iterable[str] = ()
+) -> list[sa.ColumnElement[Any]]:
+    """``source``'s columns ``names`` in order; outside ``columns`` (plus ``needed``)
+    a NULL labelled with the column's name."""
+    keep = None if columns is None else columns | {"id", *needed}
+    return [
+        source.c[name] if keep is None or name in keep else sa.null().label(name) for name in names
+    ]
+
 
 def keyset_after(
     sort_col: sa.ColumnElement[Any],
@@ -113,6 +129,7 @@ async def pages_by_parent(
     direction: SortDirection,
     first: int,
     after: Keyset | None,
+    columns: Columns = None,
 ) -> list[Page[Record]]:
     """For each parent id (in order), a page of its children, in ONE statement.
 
@@ -130,7 +147,7 @@ async def pages_by_parent(
         params |= {"after_value": after.value, "after_id": after.id}
     read = _pages_statement(
         table, parent_key, conditions_of, filter_, direction, after is not None,
-        dialect_name(session),
+        dialect_name(session), columns,
     )  # fmt: skip
     # The table's columns, then _total and _past (by position: cheapest on any row).
     at_parent, at_total = list(table.c.keys()).index(parent_key), len(table.c)
@@ -158,6 +175,7 @@ def _pages_statement(
     direction: SortDirection,
     has_after: bool,
     dialect: str,
+    columns: Columns,
 ) -> FixedRead:
     key = table.c[parent_key]
     id_col = table.c.id
@@ -186,8 +204,9 @@ def _pages_statement(
         .label("_rn"),
     ).subquery("numbered")
     limit = sa.bindparam("limit", type_=sa.Integer())
+    selected = select_list(numbered, table.c.keys(), columns, (parent_key,))
     return FixedRead(
-        sa.select(*(numbered.c[c.name] for c in table.c), numbered.c._total, numbered.c._past)
+        sa.select(*selected, numbered.c._total, numbered.c._past)
         .where(
             sa.or_(
                 sa.and_(numbered.c._past, numbered.c._rn <= limit),
@@ -198,9 +217,12 @@ def _pages_statement(
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _rows_in(table: sa.Table, column: str, order_by: tuple[str, ...], dialect: str) -> FixedRead:
-    stmt = sa.select(table).where(any_of(table.c[column], "keys", dialect))
+@functools.lru_cache(maxsize=256)
+def _rows_in(
+    table: sa.Table, column: str, order_by: tuple[str, ...], dialect: str, columns: Columns
+) -> FixedRead:
+    selected = select_list(table, table.c.keys(), columns, (column,))
+    stmt = sa.select(*selected).where(any_of(table.c[column], "keys", dialect))
     return FixedRead(stmt.order_by(*(table.c[name] for name in order_by)))
 
 
@@ -211,10 +233,11 @@ async def rows_in(
     keys: Sequence[Hashable],
     order_by: tuple[str, ...] = (),
     sealed: "SealedTable | None" = None,
+    columns: Columns = None,
 ) -> list[Record]:
     """Rows of ``table`` whose ``column`` is one of ``keys`` (a loader batch), in
     ``order_by`` order; one fixed statement whatever the number of keys."""
-    read = _rows_in(table, column, order_by, dialect_name(session))
+    read = _rows_in(table, column, order_by, dialect_name(session), columns)
     return await fetch_records(session, read, sealed, {"keys": list(keys)})
 
 

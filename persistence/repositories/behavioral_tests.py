@@ -14,6 +14,7 @@ from persistence.models import BehavioralTestResult
 from persistence.pagination import Keyset, Page
 from persistence.records import Record
 from persistence.repositories.base import (
+    Columns,
     group_in_key_order,
     keyset_page,
     one_per_key,
@@ -65,14 +66,17 @@ class BehavioralTestRepository:
         """Store already-sealed column values as they are (key rotation)."""
         await write_sealed(self.session, SEALED, test_id, values)
 
-
     async def list_by_ids(self, ids: Sequence[int]) -> list[Record | None]:
         rows = await rows_in(self.session, _TABLE, "id", ids, sealed=SEALED)
         return one_per_key(rows, ids, lambda b: b.id)
 
-    async def list_by_session_ids(self, session_ids: Sequence[int]) -> list[list[Record]]:
+    async def list_by_session_ids(
+        self, session_ids: Sequence[int], columns: Columns = None
+    ) -> list[list[Record]]:
         order = ("session_id", "id")
-        rows = await rows_in(self.session, _TABLE, "session_id", session_ids, order, SEALED)
+        rows = await rows_in(
+            self.session, _TABLE, "session_id", session_ids, order, SEALED, columns
+        )
         return group_in_key_order(rows, session_ids, lambda b: b.session_id)
 
     async def list_page(

@@ -13,6 +13,7 @@ from persistence.models import ValidationDiscrepancy
 from persistence.pagination import Keyset, Page
 from persistence.records import Record
 from persistence.repositories.base import (
+    Columns,
     dialect_name,
     group_in_key_order,
     keyset_page,
@@ -53,8 +54,12 @@ class DiscrepancyRepository:
         rows = await rows_in(self.session, _TABLE, "id", ids)
         return one_per_key(rows, ids, lambda d: d.id)
 
-    async def list_by_result_ids(self, result_ids: Sequence[int]) -> list[list[Record]]:
-        rows = await rows_in(self.session, _TABLE, "result_id", result_ids, ("id",))
+    async def list_by_result_ids(
+        self, result_ids: Sequence[int], columns: Columns = None
+    ) -> list[list[Record]]:
+        rows = await rows_in(
+            self.session, _TABLE, "result_id", result_ids, ("id",), columns=columns
+        )
         return group_in_key_order(rows, result_ids, lambda d: d.result_id)
 
     async def list_page(
@@ -77,6 +82,7 @@ class DiscrepancyRepository:
         order: IdOrder,
         first: int,
         after: Keyset | None,
+        columns: Columns = None,
     ) -> list[Page[Record]]:
         return await pages_by_parent(
             self.session,
@@ -88,6 +94,7 @@ class DiscrepancyRepository:
             order.direction,
             first,
             after,
+            columns,
         )
 
     async def bulk_insert(self, rows: Sequence[Mapping[str, Any]]) -> int:

@@ -10,7 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.driver_reads import FixedRead, any_of
 from persistence.models import ValidationResult
 from persistence.records import Record, fetch_records
-from persistence.repositories.base import dialect_name, group_in_key_order, one_per_key, rows_in
+from persistence.repositories.base import (
+    Columns,
+    dialect_name,
+    group_in_key_order,
+    one_per_key,
+    rows_in,
+    select_list,
+)
 
 R = ValidationResult
 _TABLE: sa.Table = R.__table__  # type: ignore[attr-defined]
@@ -28,21 +35,27 @@ class ResultRepository:
         rows = await rows_in(self.session, _TABLE, "id", ids)
         return one_per_key(rows, ids, lambda r: r.id)
 
-    async def list_by_session_ids(self, session_ids: Sequence[int]) -> list[list[Record]]:
+    async def list_by_session_ids(
+        self, session_ids: Sequence[int], columns: Columns = None
+    ) -> list[list[Record]]:
         """Each session's results, oldest first."""
         order = ("session_id", "created_at", "id")
-        rows = await rows_in(self.session, _TABLE, "session_id", session_ids, order)
+        rows = await rows_in(
+            self.session, _TABLE, "session_id", session_ids, order, columns=columns
+        )
         return group_in_key_order(rows, session_ids, lambda r: r.session_id)
 
-    async def latest_by_session_ids(self, session_ids: Sequence[int]) -> list[Record | None]:
+    async def latest_by_session_ids(
+        self, session_ids: Sequence[int], columns: Columns = None
+    ) -> list[Record | None]:
         """The newest result per session, one statement (ROW_NUMBER per session)."""
-        read = _latest_by_session_ids(dialect_name(self.session))
+        read = _latest_by_session_ids(dialect_name(self.session), columns)
         rows = await fetch_records(self.session, read, params={"keys": list(session_ids)})
         return one_per_key(rows, session_ids, lambda r: r.session_id)
 
 
-@functools.cache
-def _latest_by_session_ids(dialect: str) -> FixedRead:
+@functools.lru_cache(maxsize=64)
+def _latest_by_session_ids(dialect: str, columns: Columns) -> FixedRead:
     table = _TABLE
     ranked = (
         sa.select(
@@ -57,8 +70,8 @@ def _latest_by_session_ids(dialect: str) -> FixedRead:
         .where(any_of(table.c.session_id, "keys", dialect))
         .subquery("ranked")
     )
-    columns = (ranked.c[c.name] for c in table.c)
-    return FixedRead(sa.select(*columns).where(ranked.c._rn == 1))
+    selected = select_list(ranked, table.c.keys(), columns, ("session_id",))
+    return FixedRead(sa.select(*selected).where(ranked.c._rn == 1))
 
 
 def _c(name: str) -> sa.Column[Any]:

@@ -1,7 +1,9 @@
 """Compiled execution plans (graph.plan): which documents they serve, that they keep
 the statement counts, and differential tests against standard execution.
 
-The whole suite already runs in ``verify`` mode (tests/conftest.py): every query any
+Plans read narrower rows (only the columns a document selects) than resolvers, which
+is what the differential tests check most: a column a plan forgot to read would come
+back null. The whole suite already runs in ``verify`` mode (tests/conftest.py): every query any
 test sends is answered both ways and compared byte for byte. Here, in addition,
 hypothesis generates documents of the shapes plans serve (aliases, fragments, nested
 relations, connection arguments, bad cursors, variables) and some they do not, and
@@ -100,6 +102,12 @@ async def test_dashboard_statements_and_answer_in_both_modes(
     data = data_of(response.json())
     assert data["sessions"]["totalCount"] == 3
     assert [len(e["node"]["discrepancies"]["edges"]) for e in data["sessions"]["edges"]] == [20] * 3
+    # Plans read only the columns the document selects (the others come back NULL);
+    # standard execution reads whole rows for its resolvers.
+    page = next(t for t in statements.texts if "validation_discrepancies" in t)
+    narrowed = "NULL AS recommendation" in page
+    assert narrowed is (mode is PlanMode.ON), page
+    assert ("NULL AS severity" in page) is False  # selected: read
 
 
 async def test_roles_are_enforced_by_falling_back(db: DatabaseManager, seed: Seeder) -> None:
