@@ -80,6 +80,9 @@ class Loaders:
             "latest_result_by_session_id": lambda s, k, c: results(s).latest_by_session_ids(k, c),
             "discrepancies_by_result_id": lambda s, k, c: discrepancies(s).list_by_result_ids(k, c),
             "behavioral_tests_by_session_id": lambda s, k, c: tests(s).list_by_session_ids(k, c),
+            "session_page": lambda s, k, c: _pages(sessions(s).list_page, k, c),
+            "discrepancy_page": lambda s, k, c: _pages(discrepancies(s).list_page, k, c),
+            "behavioral_test_page": lambda s, k, c: _pages(tests(s).list_page, k, c),
         }
         self._narrowed: dict[tuple[str, Columns], DataLoader[Any, Any]] = {}
         self.results_by_session_id: DataLoader[int, list[Record]] = self.narrow(
@@ -109,26 +112,14 @@ class Loaders:
         # Root listings: the page and its total (two statements), cached per request
         # like every loader, so a document reads each listing once.
         self.session_page: DataLoader[PageKey[SessionFilter, SessionOrder], Page[Record]] = (
-            self._loader(
-                lambda s, keys: _each(
-                    keys, lambda k: sessions(s).list_page(k.filter, k.order, k.first, k.after)
-                )
-            )
+            self.narrow("session_page", None)
         )
         self.discrepancy_page: DataLoader[PageKey[DiscrepancyFilter, IdOrder], Page[Record]] = (
-            self._loader(
-                lambda s, keys: _each(
-                    keys, lambda k: discrepancies(s).list_page(k.filter, k.order, k.first, k.after)
-                )
-            )
+            self.narrow("discrepancy_page", None)
         )
         self.behavioral_test_page: DataLoader[
             PageKey[BehavioralTestFilter, IdOrder], Page[Record]
-        ] = self._loader(
-            lambda s, keys: _each(
-                keys, lambda k: tests(s).list_page(k.filter, k.order, k.first, k.after)
-            )
-        )
+        ] = self.narrow("behavioral_test_page", None)
 
     def narrow(self, name: str, columns: Columns) -> DataLoader[Any, Any]:
         """The loader ``name`` reading only ``columns`` of its rows (None: all; the
@@ -174,7 +165,9 @@ class Loaders:
         return [pages[key] for key in keys]
 
 
-async def _each(keys: Sequence[K], fetch: Callable[[K], Awaitable[V]]) -> list[V]:
-    """One fetch per key, in turn on the batch's session (root listings: a document
-    rarely asks for the same listing with different arguments)."""
-    return [await fetch(key) for key in keys]
+async def _pages(
+    list_page: Callable[..., Awaitable[Page[Record]]], keys: Sequence[PageKey[Any, Any]], c: Columns
+) -> list[Page[Record]]:
+    """One listing per key, in turn on the batch's session (a document rarely asks
+    for the same listing with different arguments)."""
+    return [await list_page(k.filter, k.order, k.first, k.after, c) for k in keys]

@@ -76,6 +76,11 @@ class Unsupported(Exception):
     """The document (or this run of it) is outside what plans serve."""
 
 
+class NullValue(Unsupported):
+    """A null where the schema says non-null: standard execution reports the error, or
+    (if it finds a value) the plan read too little (verify mode records that)."""
+
+
 @dataclass(slots=True)
 class ObjectPlan:
     """The selection on one object type: a template of the response keys in order
@@ -279,7 +284,7 @@ class _Compiler:
                 plan.relations.append(self.relation(name, key, nodes, field_def, strawberry_field))
         plan.columns.update(r.fetch.parent for r in plan.relations if r.fetch.parent)
         if leaves:
-            plan.write_leaves = leaf_writer(leaves, Unsupported)
+            plan.write_leaves = leaf_writer(leaves, NullValue)
         return plan
 
     def relation(

@@ -21,7 +21,7 @@ from strawberry.types.graphql import OperationType
 
 from graph.context import Context
 from graph.document_cache import LRU
-from graph.plan.compiler import Plan, Unsupported, compile_plan
+from graph.plan.compiler import NullValue, Plan, Unsupported, compile_plan
 from graph.plan.runner import Loads, prime, run_plan
 from graph.settings import PlanMode
 
@@ -64,6 +64,7 @@ class ExecutionPlans(SchemaExtension):
         ctx = self.execution_context
         context = ctx.context
         data: dict[str, Any] | None = None
+        read_null = False  # the plan gave up on a null in a non-null field
         mode = context.plan_mode if isinstance(context, Context) else PlanMode.OFF
         if (
             mode is not PlanMode.OFF
@@ -77,7 +78,10 @@ class ExecutionPlans(SchemaExtension):
                 STATS["unsupported"] += 1
             else:
                 loads: Loads = []
-                data = await _attempt(plan, ctx.schema, context, ctx.variables, loads)
+                try:
+                    data = await _attempt(plan, ctx.schema, context, ctx.variables, loads)
+                except NullValue:
+                    read_null = True
                 STATS["fallback" if data is None else "planned"] += 1
                 if data is None or mode is PlanMode.VERIFY:  # standard execution runs
                     prime(loads)
@@ -86,6 +90,10 @@ class ExecutionPlans(SchemaExtension):
         yield
         if data is not None and mode is PlanMode.VERIFY:
             _compare(ctx.query or "", data, ctx.result)
+        elif read_null and mode is PlanMode.VERIFY and not getattr(ctx.result, "errors", None):
+            # Standard execution found a value where the plan read null: the plan's
+            # narrow read (or its row) lacked a column it writes.
+            MISMATCHES.add(f"execution plan read a null for {ctx.query!r}; standard did not")
 
 
 async def _attempt(
@@ -93,6 +101,8 @@ async def _attempt(
 ) -> dict[str, Any] | None:
     try:
         return await run_plan(plan, schema, context, variables, loads)
+    except NullValue:
+        raise
     except Unsupported:
         return None
     except Exception:  # standard execution answers it (and reports the error)

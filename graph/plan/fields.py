@@ -60,15 +60,15 @@ FETCHES: Mapping[str, Fetch] = {
     # Root listings and lookups.
     "Query.sessions": Fetch(
         lambda ls: ls.session_page, _page(session_page_key), "page", "ValidationSession",
-        sort_value=session_sort_value,
+        sort_value=session_sort_value, narrow="session_page",
     ),
     "Query.discrepancies": Fetch(
         lambda ls: ls.discrepancy_page, _page(discrepancy_page_key), "page", "Discrepancy",
-        sort_value=_by_id,
+        sort_value=_by_id, narrow="discrepancy_page",
     ),
     "Query.behavioralTests": Fetch(
         lambda ls: ls.behavioral_test_page, _page(behavioral_test_page_key), "page",
-        "BehavioralTestResult", sort_value=_by_id,
+        "BehavioralTestResult", sort_value=_by_id, narrow="behavioral_test_page",
     ),
     "Query.session": Fetch(
         lambda ls: ls.session_by_request_id, lambda _p, a: a["request_id"], "one",

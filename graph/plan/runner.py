@@ -21,13 +21,17 @@ from strawberry.types.arguments import convert_arguments
 
 from graph.context import Context
 from graph.plan.compiler import (
+    ROW_COLUMNS,
     ConnectionPlan,
+    NullValue,
     ObjectPlan,
     Plan,
     RelationPlan,
     Unsupported,
 )
 from graph.plan.serialize import serializer
+from graph.settings import PlanMode
+from persistence.driver_reads import row_type
 from persistence.pagination import Page, encode_cursor
 from persistence.records import Record
 
@@ -53,6 +57,7 @@ class _Job:
     keys: list[Any]  # per parent; None: no row (nullable foreign key)
     arguments: dict[str, Any]
     loader: DataLoader[Any, Any]
+    blank: tuple[int, ...] = ()  # verify mode: columns a narrow read would not return
 
 
 async def run_plan(
@@ -115,12 +120,16 @@ def _start(
         for row in level.rows:
             parent_id = getattr(row, parent)
             keys.append(None if parent_id is None else fetch.key(parent_id, arguments))
-    loaders = context.loaders
-    if fetch.narrow is not None and relation.columns is not None:
-        loader = loaders.narrow(fetch.narrow, relation.columns)
-    else:
-        loader = fetch.loader(loaders)
-    return _Job(relation, level.outs, keys, arguments, loader)
+    loaders, columns = context.loaders, relation.columns
+    if fetch.narrow is None or columns is None:
+        return _Job(relation, level.outs, keys, arguments, fetch.loader(loaders))
+    if context.plan_mode is not PlanMode.VERIFY:
+        return _Job(relation, level.outs, keys, arguments, loaders.narrow(fetch.narrow, columns))
+    # Verify mode reads whole rows, shared with standard execution (one snapshot, no
+    # second read), and blanks what the narrow read would not return: a column the
+    # plan forgot still shows up as a difference.
+    blank = tuple(i for i, c in enumerate(ROW_COLUMNS[fetch.target]) if c not in columns)
+    return _Job(relation, level.outs, keys, arguments, fetch.loader(loaders), blank)
 
 
 async def _load(jobs: Sequence[_Job], loads: Loads) -> dict[int, dict[Any, Any]]:
@@ -181,7 +190,8 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
             raise Unsupported
         had_after = job.arguments.get("after") is not None
         for out, key in zip(job.outs, job.keys, strict=True):
-            out[name] = _connection(child, next(found), sort_value(key), had_after, merged)
+            page = next(found)
+            out[name] = _connection(child, page, sort_value(key), had_after, merged, job.blank)
         return
     if not isinstance(child, ObjectPlan):
         raise Unsupported
@@ -192,17 +202,17 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
             row = None if key is None else next(found)
             if row is None:
                 if relation.non_null:
-                    raise Unsupported
+                    raise NullValue
                 out[name] = None
                 continue
             out[name] = item = template.copy()
-            level.rows.append(row)
+            level.rows.extend(_blanked([row], job.blank))
             level.outs.append(item)
         return
     for out, rows in zip(job.outs, values, strict=True):
         items = [template.copy() for _ in rows]
         out[name] = items
-        level.rows.extend(rows)
+        level.rows.extend(_blanked(rows, job.blank))
         level.outs.extend(items)
 
 
@@ -219,6 +229,7 @@ def _connection(
     sort_value: Any,
     had_after: bool,
     merged: dict[int, _Level],
+    blank: tuple[int, ...],
 ) -> Out:
     out = plan.template.copy()
     rows = list(page.items)
@@ -229,7 +240,7 @@ def _connection(
         level = _level_of(node_plan, merged)
         items = [node_plan.template.copy() for _ in rows]
         out[key] = items
-        level.rows.extend(rows)
+        level.rows.extend(_blanked(rows, blank))
         level.outs.extend(items)
     for key, edge_plan in plan.edges:
         edges = [edge_plan.template.copy() for _ in rows]
@@ -242,7 +253,7 @@ def _connection(
             items = [node_plan.template.copy() for _ in rows]
             for edge, item in zip(edges, items, strict=True):
                 edge[node_key] = item
-            level.rows.extend(rows)
+            level.rows.extend(_blanked(rows, blank))
             level.outs.extend(items)
     if plan.page_infos:
         values = {
@@ -256,4 +267,17 @@ def _connection(
             for info_key, field_name in info_plan.entries:
                 info[info_key] = values[field_name]
             out[key] = info
+    return out
+
+
+def _blanked(rows: Sequence[Any], blank: tuple[int, ...]) -> Sequence[Any]:
+    """``rows`` with the columns at ``blank`` set to None (verify mode only)."""
+    if not blank:
+        return rows
+    out = []
+    for row in rows:
+        values = list(row)
+        for index in blank:
+            values[index] = None
+        out.append(row_type(tuple(row._fields))(values))
     return out

@@ -41,8 +41,9 @@ class AuditRepository:
         return await keyset_page(
             self.session,
             A,
-            audit_conditions(filter_),
-            _c("created_at"),
+            audit_conditions,
+            filter_,
+            "created_at",
             SortDirection.DESC,
             first,
             after,

@@ -43,19 +43,6 @@ def select_list(
     ]
 
 
-def keyset_after(
-    sort_col: sa.ColumnElement[Any],
-    id_col: sa.ColumnElement[int],
-    direction: SortDirection,
-    after: Keyset | None,
-) -> list[sa.ColumnElement[bool]]:
-    if after is None:
-        return []
-    _check_cursor_fits(after, sort_col, id_col)
-    bound = (sa.literal(after.value, sort_col.type), sa.literal(after.id))
-    return [_past(sort_col, id_col, direction, *bound)]
-
-
 def _past(
     sort_col: sa.ColumnElement[Any],
     id_col: sa.ColumnElement[int],
@@ -96,27 +83,60 @@ def ordering(
 async def keyset_page(
     session: AsyncSession,
     model: type[M],
-    conditions: Sequence[sa.ColumnElement[bool]],
-    sort_col: sa.ColumnElement[Any],
+    conditions_of: Callable[[F], Sequence[sa.ColumnElement[bool]]],
+    filter_: F,
+    sort_key: str,
     direction: SortDirection,
     first: int,
     after: Keyset | None,
     sealed: "SealedTable | None" = None,
+    columns: Columns = None,
 ) -> Page[Record]:
-    """One page (first+1 rows to learn has_next) plus the filtered total, as Core
-    rows (sealed cells opened)."""
+    """One page (first+1 rows to learn has_next) plus the filtered total, as rows
+    (sealed cells opened). Both statements are built once per (filter, order, cursor
+    or not, columns) and run with the cursor and limit bound."""
     table = model.__table__  # type: ignore[attr-defined]
-    id_col: sa.ColumnElement[int] = table.c.id
-    total = await session.scalar(sa.select(sa.func.count()).select_from(model).where(*conditions))
+    params: dict[str, Any] = {"limit": first + 1}
+    if after is not None:
+        _check_cursor_fits(after, table.c[sort_key], table.c.id)
+        params |= {"after_value": after.value, "after_id": after.id}
+    count, page = _page_statements(
+        table, conditions_of, filter_, sort_key, direction, after is not None,
+        dialect_name(session), columns,
+    )  # fmt: skip
+    total = (await fetch_records(session, count))[0][0]
     # first+1 rows even for first=0: the extra row alone tells whether a next page exists.
-    stmt = (
-        sa.select(table)
-        .where(*conditions, *keyset_after(sort_col, id_col, direction, after))
-        .order_by(*ordering(sort_col, id_col, direction))
-        .limit(first + 1)
-    )
-    rows = await fetch_records(session, stmt, sealed)
+    rows = await fetch_records(session, page, sealed, params)
     return Page(items=rows[:first], total_count=total or 0, has_next_page=len(rows) > first)
+
+
+@functools.lru_cache(maxsize=256)
+def _page_statements(
+    table: sa.Table,
+    conditions_of: Callable[[Any], Sequence[sa.ColumnElement[bool]]],
+    filter_: Hashable,
+    sort_key: str,
+    direction: SortDirection,
+    has_after: bool,
+    dialect: str,
+    columns: Columns,
+) -> tuple[FixedRead, FixedRead]:
+    conditions = conditions_of(filter_)
+    count = sa.select(sa.func.count()).select_from(table).where(*conditions)
+    sort_col, id_col = table.c[sort_key], table.c.id
+    past = []
+    if has_after:
+        value = sa.bindparam("after_value", type_=sort_col.type)
+        past.append(
+            _past(sort_col, id_col, direction, value, sa.bindparam("after_id", type_=id_col.type))
+        )
+    page = (
+        sa.select(*select_list(table, table.c.keys(), columns, (sort_key,)))
+        .where(*conditions, *past)
+        .order_by(*ordering(sort_col, id_col, direction))
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+    return FixedRead(count), FixedRead(page)
 
 
 async def pages_by_parent(

@@ -80,16 +80,34 @@ class BehavioralTestRepository:
         return group_in_key_order(rows, session_ids, lambda b: b.session_id)
 
     async def list_page(
-        self, filter_: BehavioralTestFilter, order: IdOrder, first: int, after: Keyset | None
+        self,
+        filter_: BehavioralTestFilter,
+        order: IdOrder,
+        first: int,
+        after: Keyset | None,
+        columns: Columns = None,
     ) -> Page[Record]:
-        conds: list[sa.ColumnElement[bool]] = []
-        if filter_.execution_statuses:
-            conds.append(_c("execution_status").in_(filter_.execution_statuses))
-        if filter_.session_ids is not None:
-            conds.append(_c("session_id").in_(filter_.session_ids))
         return await keyset_page(
-            self.session, B, conds, _c("id"), order.direction, first, after, SEALED
+            self.session,
+            B,
+            behavioral_test_conditions,
+            filter_,
+            "id",
+            order.direction,
+            first,
+            after,
+            SEALED,
+            columns,
         )
+
+
+def behavioral_test_conditions(f: BehavioralTestFilter) -> list[sa.ColumnElement[bool]]:
+    conds: list[sa.ColumnElement[bool]] = []
+    if f.execution_statuses:
+        conds.append(_c("execution_status").in_(f.execution_statuses))
+    if f.session_ids is not None:
+        conds.append(_c("session_id").in_(f.session_ids))
+    return conds
 
 
 _TABLE: sa.Table = B.__table__  # type: ignore[attr-defined]

@@ -63,16 +63,23 @@ class DiscrepancyRepository:
         return group_in_key_order(rows, result_ids, lambda d: d.result_id)
 
     async def list_page(
-        self, filter_: DiscrepancyFilter, order: IdOrder, first: int, after: Keyset | None
+        self,
+        filter_: DiscrepancyFilter,
+        order: IdOrder,
+        first: int,
+        after: Keyset | None,
+        columns: Columns = None,
     ) -> Page[Record]:
         return await keyset_page(
             self.session,
             D,
-            discrepancy_conditions(filter_),
-            _c("id"),
+            discrepancy_conditions,
+            filter_,
+            "id",
             order.direction,
             first,
             after,
+            columns=columns,
         )
 
     async def pages_by_session_ids(

@@ -14,6 +14,7 @@ from persistence.models import ValidationResult, ValidationSession
 from persistence.pagination import Keyset, Page
 from persistence.records import Record
 from persistence.repositories.base import (
+    Columns,
     dialect_name,
     keyset_page,
     one_per_key,
@@ -60,18 +61,24 @@ class SessionRepository:
         return (await self.session.scalars(stmt)).one_or_none()
 
     async def list_page(
-        self, filter_: SessionFilter, order: SessionOrder, first: int, after: Keyset | None
+        self,
+        filter_: SessionFilter,
+        order: SessionOrder,
+        first: int,
+        after: Keyset | None,
+        columns: Columns = None,
     ) -> Page[Record]:
-        sort_col = _c(order.field.value)
         return await keyset_page(
             self.session,
             S,
-            session_conditions(filter_),
-            sort_col,
+            session_conditions,
+            filter_,
+            order.field.value,
             order.direction,
             first,
             after,
             SEALED,
+            columns,
         )
 
     async def set_status(

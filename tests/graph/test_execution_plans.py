@@ -20,7 +20,7 @@ from graphql import parse
 from hypothesis import strategies as st
 
 from graph.plan.compiler import compile_plan
-from graph.plan.extension import STATS
+from graph.plan.extension import MISMATCHES, PLANS, STATS
 from graph.schema import build_graphql_app, schema
 from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
@@ -108,6 +108,41 @@ async def test_dashboard_statements_and_answer_in_both_modes(
     narrowed = "NULL AS recommendation" in page
     assert narrowed is (mode is PlanMode.ON), page
     assert ("NULL AS severity" in page) is False  # selected: read
+    listing = next(t for t in statements.texts if "LIMIT" in t and "validation_sessions" in t)
+    assert ("NULL AS source_files" in listing) is (mode is PlanMode.ON), listing
+    assert "NULL AS request_id" not in listing
+
+
+@pytest.mark.parametrize("dropped", ["severity", "description"])  # non-null, nullable
+async def test_verify_mode_catches_a_column_a_plan_does_not_read(
+    db: DatabaseManager, seed: Seeder, dropped: str
+) -> None:
+    """A plan whose narrow read lacks a column it writes is a recorded mismatch in
+    verify mode, whether the column is nullable (a wrong null) or not (the plan gives
+    up on a null standard execution does not see)."""
+    await seed.full("verify", n_discrepancies=2)
+    query = "{ sessions(first: 5) { edges { node { discrepancies(first: 5) { edges { node "
+    query += "{ id severity description } } } } } } }"
+    plan = _plan_of(query)
+    session = plan.root.relations[0].child.edges[0][1].nodes[0][1]
+    relation = session.relations[0]
+    assert relation.columns is not None
+    assert dropped in relation.columns
+    object.__setattr__(relation, "columns", relation.columns - {dropped})
+    verify = build_graphql_app(db, AppSettings(execution_plans=PlanMode.VERIFY))
+    PLANS.put((schema, query, None), plan)
+    seen = MISMATCHES.count
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=verify), base_url="http://migval.test"
+        ) as client:
+            body = (await _post(client, query)).json()
+    finally:
+        caught = MISMATCHES.count - seen
+        MISMATCHES.count = seen  # expected here: not a failure of this test
+        PLANS.put((schema, query, None), _plan_of(query))  # an untampered plan again
+    assert "errors" not in body  # standard execution served the right answer
+    assert caught == 1
 
 
 async def test_roles_are_enforced_by_falling_back(db: DatabaseManager, seed: Seeder) -> None:
