@@ -153,19 +153,30 @@ def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
 
 
 def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> MakeRows:
-    """One generated list comprehension: each record's values, through SQLAlchemy's
-    result processor where the column has one (as a CursorResult would apply it)."""
+    """A generated function: each record's values as a Row, through SQLAlchemy's result
+    processor where the column has one (as a CursorResult would apply it). A record
+    becomes a tuple in one C call; only processed columns are touched one by one."""
     namespace: dict[str, Any] = {"new": tuple.__new__}
     namespace["cls"] = row_type(tuple(name for name, _ in compiled.columns))
-    cells = []
+    processed = []
     for index, ((_name, type_), oid) in enumerate(zip(compiled.columns, oids, strict=True)):
         process = type_._cached_result_processor(dialect, oid)
-        if process is None:
-            cells.append(f"r[{index}]")
-        else:
+        if process is not None:
             namespace[f"p{index}"] = process
-            cells.append(f"p{index}(r[{index}])")
-    source = f"def make(records):\n    return [new(cls, ({', '.join(cells)},)) for r in records]"
+            processed.append(index)
+    if not processed:
+        source = "def make(records):\n    return [new(cls, r) for r in records]"
+    else:
+        body = [
+            "def make(records):",
+            "    rows = []",
+            "    append = rows.append",
+            "    for r in records:",
+            "        v = list(r)",
+        ]
+        body += [f"        v[{i}] = p{i}(v[{i}])" for i in processed]
+        body += ["        append(new(cls, v))", "    return rows"]
+        source = "\n".join(body)
     exec(source, namespace)  # noqa: S102 - source built from indexes only
     make: MakeRows = namespace["make"]
     return make
