@@ -78,11 +78,17 @@ class _Compiled:
     defaults: Mapping[str, Any]  # values the statement carries itself (literals)
     binds: Mapping[str, Callable[[Any], Any]]  # SQLAlchemy bind processors by name
     columns: tuple[tuple[str, sa.types.TypeEngine[Any]], ...]  # result name and type
+    required: frozenset[str]  # parameters without a value of their own
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         values = []
         for name in self.names:
-            value = params[name] if name in params else self.defaults[name]
+            if name in params:
+                value = params[name]
+            elif name in self.required:  # as SQLAlchemy refuses to run without it
+                raise exc.ArgumentError(f"a value is required for bound parameter {name!r}")
+            else:
+                value = self.defaults[name]
             process = self.binds.get(name)
             values.append(value if process is None else process(value))
         return values
@@ -149,7 +155,8 @@ def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
     processors = {**compiled._bind_processors, **expanded.processors}
     binds = {name: p for name, p in processors.items() if callable(p)}
     columns = tuple((c.keyname, c.type) for c in compiled._result_columns)
-    return _Compiled(expanded.statement, names, expanded.parameters, binds, columns)
+    required = frozenset(name for name, bind in compiled.binds.items() if bind.required)
+    return _Compiled(expanded.statement, names, expanded.parameters, binds, columns, required)
 
 
 def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> MakeRows:

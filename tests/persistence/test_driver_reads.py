@@ -229,3 +229,6 @@ async def test_filter_lists_in_a_fixed_statement(db: DatabaseManager) -> None:
     async with db.read_session() as s:
         rows = await fetch_records(s, read, params=params)
     assert [r.request_id for r in rows] == ["req-a", "req-c"]
+    with pytest.raises(sa.exc.ArgumentError, match="'before'"):
+        async with db.read_session() as s:
+            await fetch_records(s, read, params={"keys": [1]})
