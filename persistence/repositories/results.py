@@ -72,7 +72,3 @@ def _latest_by_session_ids(dialect: str, columns: Columns) -> FixedRead:
     )
     selected = select_list(ranked, table.c.keys(), columns, ("session_id",))
     return FixedRead(sa.select(*selected).where(ranked.c._rn == 1))
-
-
-def _c(name: str) -> sa.Column[Any]:
-    return R.__table__.c[name]  # type: ignore[attr-defined,no-any-return]

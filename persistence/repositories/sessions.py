@@ -138,9 +138,5 @@ def session_conditions(f: SessionFilter) -> list[sa.ColumnElement[bool]]:
     return conds
 
 
-def _select() -> sa.Select[Any]:
-    return sa.select(_TABLE)
-
-
 def _c(name: str) -> sa.Column[Any]:
     return S.__table__.c[name]  # type: ignore[attr-defined,no-any-return]
