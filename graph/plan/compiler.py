@@ -63,13 +63,6 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     )
 }
 ROW_TYPES = frozenset(ROW_COLUMNS)
-# Columns every row of a type carries whatever is selected (ids; a sealed table's row key).
-ROW_KEYS: dict[str, tuple[str, ...]] = {
-    "ValidationSession": ("id", "request_id"),
-    "ValidationResult": ("id",),
-    "Discrepancy": ("id",),
-    "BehavioralTestResult": ("id",),
-}
 
 
 class Unsupported(Exception):
@@ -254,7 +247,7 @@ class _Compiler:
         if not isinstance(definition, StrawberryObjectDefinition):
             raise Unsupported
         by_name = {self._graphql_name(f): f for f in definition.fields}
-        plan.columns.update(ROW_KEYS.get(name, ()))
+        plan.columns.add("id")  # rows are told apart (and keyed) by it
         for key, nodes in self.collect(type_, selection_sets).items():
             field_name = nodes[0].name.value
             plan.template[key] = None

@@ -32,6 +32,11 @@ K = TypeVar("K", bound=Hashable)
 Columns = frozenset[str] | None
 
 
+def _with_row_key(columns: Columns, sealed: "SealedTable | None") -> Columns:
+    """A narrow read of a sealed table keeps the column its ciphertexts are bound to."""
+    return columns if columns is None or sealed is None else columns | {sealed.row_key}
+
+
 def select_list(
     source: sa.FromClause, names: Iterable[str], columns: Columns, needed: Iterable[str] = ()
 ) -> list[sa.ColumnElement[Any]]:
@@ -102,7 +107,7 @@ async def keyset_page(
         params |= {"after_value": after.value, "after_id": after.id}
     count, page = _page_statements(
         table, conditions_of, filter_, sort_key, direction, after is not None,
-        dialect_name(session), columns,
+        dialect_name(session), _with_row_key(columns, sealed),
     )  # fmt: skip
     total = (await fetch_records(session, count))[0][0]
     # first+1 rows even for first=0: the extra row alone tells whether a next page exists.
@@ -257,7 +262,7 @@ async def rows_in(
 ) -> list[Record]:
     """Rows of ``table`` whose ``column`` is one of ``keys`` (a loader batch), in
     ``order_by`` order; one fixed statement whatever the number of keys."""
-    read = _rows_in(table, column, order_by, dialect_name(session), columns)
+    read = _rows_in(table, column, order_by, dialect_name(session), _with_row_key(columns, sealed))
     return await fetch_records(session, read, sealed, {"keys": list(keys)})
 
 
