@@ -2,7 +2,6 @@
 on its own short read session: batches run as concurrent tasks and must not share a
 session (see ARCHITECTURE.md)."""
 
-import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -83,6 +82,9 @@ class Loaders:
             "session_page": lambda s, k, c: _pages(sessions(s).list_page, k, c),
             "discrepancy_page": lambda s, k, c: _pages(discrepancies(s).list_page, k, c),
             "behavioral_test_page": lambda s, k, c: _pages(tests(s).list_page, k, c),
+            "discrepancy_page_by_session": lambda s, k, c: _discrepancy_pages(
+                discrepancies(s), k, c
+            ),
         }
         self._narrowed: dict[tuple[str, Columns], DataLoader[Any, Any]] = {}
         self.results_by_session_id: DataLoader[int, list[Record]] = self.narrow(
@@ -127,11 +129,8 @@ class Loaders:
         it; the rows must not reach anything that reads the other columns."""
         loader = self._narrowed.get((name, columns))
         if loader is None:
-            if name == "discrepancy_page_by_session":
-                loader = DataLoader(functools.partial(self._discrepancy_pages, columns=columns))
-            else:
-                fetch = self._narrowable[name]
-                loader = self._loader(lambda s, keys: fetch(s, keys, columns))
+            fetch = self._narrowable[name]
+            loader = self._loader(lambda s, keys: fetch(s, keys, columns))
             self._narrowed[(name, columns)] = loader
         return loader
 
@@ -144,25 +143,23 @@ class Loaders:
 
         return DataLoader(batch)
 
-    async def _discrepancy_pages(
-        self, keys: list[ChildPageKey], columns: Columns = None
-    ) -> list[Page[Record]]:
-        # Keys that share their arguments become one windowed statement.
-        groups: dict[tuple[DiscrepancyFilter, IdOrder, int, Keyset | None], list[int]] = (
-            defaultdict(list)
-        )
-        for key in keys:
-            groups[(key.filter, key.order, key.first, key.after)].append(key.parent_id)
-        pages: dict[ChildPageKey, Page[Record]] = {}
-        async with self.db.read_session() as session:
-            repo = DiscrepancyRepository(session)
-            for (filter_, order, first, after), parent_ids in groups.items():
-                found = await repo.pages_by_session_ids(
-                    parent_ids, filter_, order, first, after, columns
-                )
-                for pid, page in zip(parent_ids, found, strict=True):
-                    pages[ChildPageKey(pid, filter_, order, first, after)] = page
-        return [pages[key] for key in keys]
+
+async def _discrepancy_pages(
+    repo: DiscrepancyRepository, keys: Sequence[ChildPageKey], columns: Columns
+) -> list[Page[Record]]:
+    """Each key's page of its session's discrepancies; keys that share their arguments
+    become one windowed statement."""
+    groups: dict[tuple[DiscrepancyFilter, IdOrder, int, Keyset | None], list[int]] = defaultdict(
+        list
+    )
+    for key in keys:
+        groups[(key.filter, key.order, key.first, key.after)].append(key.parent_id)
+    pages: dict[ChildPageKey, Page[Record]] = {}
+    for (filter_, order, first, after), parent_ids in groups.items():
+        found = await repo.pages_by_session_ids(parent_ids, filter_, order, first, after, columns)
+        for pid, page in zip(parent_ids, found, strict=True):
+            pages[ChildPageKey(pid, filter_, order, first, after)] = page
+    return [pages[key] for key in keys]
 
 
 async def _pages(
