@@ -25,6 +25,7 @@ from graph.types.common import (
     SeverityLevel,
 )
 from graph.types.common import optional as _f
+from graph.types.flat_input import flat_input
 from graph.types.result import ValidationResult
 from persistence.models import BehavioralTestResult as BehavioralTestRow
 from persistence.models import ValidationResult as ValidationResultRow
@@ -34,6 +35,7 @@ from persistence.services import BehavioralTestService, ResultService
 Info = strawberry.Info[Context, None]
 
 
+@flat_input
 @strawberry.input(description="One discrepancy of a recorded result.")
 class DiscrepancyInput:
     discrepancy_type: str = strawberry.field(description="Kind of difference (max 100 chars).")
@@ -72,6 +74,7 @@ class RecordValidationResultPayload:
     replayed: bool = strawberry.field(default=False, description=REPLAYED_DESCRIPTION)
 
 
+@flat_input
 @strawberry.input(description="One behavioral scenario outcome.")
 class BehavioralTestInput:
     scenario_name: str = strawberry.field(description="Scenario name (max 255 chars).")

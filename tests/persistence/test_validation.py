@@ -1,0 +1,114 @@
+"""persistence.validation: each column kind's rule, the field named in the error, and
+the per-table checks compiled once (bulk writes check up to 10,000 rows with them)."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from persistence.enums import SeverityLevel
+from persistence.errors import ValidationFailed
+from persistence.models import ValidationDiscrepancy, ValidationSession
+from persistence.validation import MAX_JSON_DEPTH, check_row, check_value
+
+DISCREPANCIES: sa.Table = ValidationDiscrepancy.__table__  # type: ignore[attr-defined]
+SESSIONS: sa.Table = ValidationSession.__table__  # type: ignore[attr-defined]
+GOOD = {
+    "session_id": 1,
+    "result_id": 2,
+    "discrepancy_type": "layout",
+    "severity": "CRITICAL",
+    "description": "differs",
+}
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        pytest.param("severity", "MEH", "must be one of CRITICAL, WARNING, INFO", id="enum"),
+        pytest.param("description", None, "must not be null", id="not-null"),
+        pytest.param("discrepancy_type", 7, "must be a string", id="str-type"),
+        pytest.param("discrepancy_type", "x" * 101, "at most 100 characters", id="str-length"),
+        pytest.param("description", "a\x00b", "must not contain NUL", id="str-nul"),
+        pytest.param("description", "a\ud800", "unpaired surrogates", id="str-surrogate"),
+        pytest.param("confidence", 1.5, "between 0 and 1; got 1.5", id="float-range"),
+        pytest.param("confidence", True, "must be a number", id="float-bool"),
+        pytest.param("confidence", float("inf"), "finite", id="float-inf"),
+        pytest.param("is_resolved", 1, "must be a boolean", id="bool"),
+        pytest.param("result_id", 2**31, "32-bit", id="int-range"),
+        pytest.param("result_id", "2", "must be an integer", id="int-type"),
+        pytest.param(
+            "validation_context", _nested(MAX_JSON_DEPTH + 1), "nested at most", id="json-depth"
+        ),
+        pytest.param("validation_context", {"a": float("nan")}, "no NaN", id="json-nan"),
+        pytest.param("validation_context", {"\ud800": 1}, "unpaired surrogates", id="json-key"),
+        pytest.param("validation_context", ["\x00"], "must not contain NUL", id="json-nul"),
+        pytest.param("resolved_at", "2026-01-01", "must be a date and time", id="datetime"),
+        pytest.param("resolved_at", datetime(2026, 1, 1), "timezone offset", id="naive"),
+    ],
+)
+def test_bad_value_names_the_field(column: str, value: Any, message: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        check_value(DISCREPANCIES.c[column], value, f"items[3].{column}")
+    assert info.value.field == f"items[3].{column}"
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("severity", "WARNING", SeverityLevel.WARNING),
+        ("confidence", 1, 1.0),
+        ("validation_context", {"a": [1, None]}, {"a": [1, None]}),
+        ("resolved_at", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)),
+        ("recommendation", None, None),
+    ],
+)
+def test_good_value_is_coerced(column: str, value: Any, expected: Any) -> None:
+    checked = check_value(DISCREPANCIES.c[column], value, column)
+    assert checked == expected
+    assert type(checked) is type(expected)
+
+
+def test_check_row_coerces_and_keeps_only_given_columns() -> None:
+    row = check_row(DISCREPANCIES, {**GOOD, "confidence": 0})
+    assert row == {**GOOD, "severity": SeverityLevel.CRITICAL, "confidence": 0.0}
+    assert isinstance(row["confidence"], float)
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "message"),
+    [
+        pytest.param({**GOOD, "bogus": 1}, "d.bogus", "unknown field", id="unknown"),
+        pytest.param({**GOOD, "id": 1}, "d.id", "unknown field", id="server-managed"),
+        pytest.param({**GOOD, "version": 1}, "d.version", "unknown field", id="version"),
+        pytest.param(
+            {k: v for k, v in GOOD.items() if k != "description"},
+            "d.description",
+            "is required",
+            id="required",
+        ),
+        pytest.param({**GOOD, "severity": None}, "d.severity", "must not be null", id="null"),
+    ],
+)
+def test_check_row_rejects(values: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        check_row(DISCREPANCIES, values, "d.")
+    assert info.value.field == field
+    assert message in str(info.value)
+
+
+def test_tables_do_not_share_checks() -> None:
+    # The compiled checks are per table: a column name one table allows is still
+    # unknown to another.
+    with pytest.raises(ValidationFailed) as info:
+        check_row(SESSIONS, {"discrepancy_type": "layout"})
+    assert info.value.field == "discrepancy_type"
