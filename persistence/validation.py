@@ -194,21 +194,36 @@ def _check_float(closed_range: tuple[float, float] | None, non_negative: bool, v
 
 
 def _check_json(value: Any) -> Any:
-    # Depth first: deeper documents would hit the recursion limit of what follows.
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise _Invalid(f"must be nested at most {MAX_JSON_DEPTH} levels deep")
+    # One C-level encoding does most of the work: ensure_ascii=False keeps lone
+    # surrogates (keys too) visible to one regex search, and NUL stays escaped.
     try:
-        encoded = json.dumps(value, allow_nan=False)
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except RecursionError:
+        raise _Invalid(_TOO_DEEP) from None
     except (TypeError, ValueError):
+        _check_depth(value)  # a too deep value says so first
         raise _Invalid("must be JSON (no NaN or Infinity)") from None
-    if len(encoded) > MAX_JSON_BYTES:
+    # Depth <= containers + 1: only a value with many brackets needs the walk.
+    if encoded.count("[") + encoded.count("{") >= MAX_JSON_DEPTH:
+        _check_depth(value)
+    # The limit counts the ASCII-escaped text (the stdlib default).
+    size = len(encoded) if encoded.isascii() else len(json.dumps(value))
+    if size > MAX_JSON_BYTES:
         raise _Invalid(f"must be at most {MAX_JSON_BYTES} bytes of JSON")
-    if _has_surrogate(value):
+    if _SURROGATE.search(encoded):
         raise _Invalid("must be valid Unicode (no unpaired surrogates)")
     if "\\u0000" in encoded:
         # PostgreSQL jsonb cannot store NUL in strings.
         raise _Invalid("must not contain NUL characters")
     return value
+
+
+_TOO_DEEP = f"must be nested at most {MAX_JSON_DEPTH} levels deep"
+
+
+def _check_depth(value: Any) -> None:
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise _Invalid(_TOO_DEEP)
 
 
 def _depth(value: Any) -> int:
@@ -222,17 +237,6 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
     return deepest
-
-
-def _has_surrogate(value: Any) -> bool:
-    """Whether any string (key or value) of a decoded JSON value has a lone surrogate."""
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogate(item) for item in value)
-    return False
 
 
 def _enum_class(type_: sa.types.TypeEngine[Any]) -> type[StrEnum] | None:

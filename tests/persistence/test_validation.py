@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from persistence.enums import SeverityLevel
 from persistence.errors import ValidationFailed
 from persistence.models import ValidationDiscrepancy, ValidationSession
-from persistence.validation import MAX_JSON_DEPTH, check_row, check_value
+from persistence.validation import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_row, check_value
 
 DISCREPANCIES: sa.Table = ValidationDiscrepancy.__table__  # type: ignore[attr-defined]
 SESSIONS: sa.Table = ValidationSession.__table__  # type: ignore[attr-defined]
@@ -112,3 +112,29 @@ def test_tables_do_not_share_checks() -> None:
     with pytest.raises(ValidationFailed) as info:
         check_row(SESSIONS, {"discrepancy_type": "layout"})
     assert info.value.field == "discrepancy_type"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(_nested(MAX_JSON_DEPTH), None, id="depth-at-limit"),
+        pytest.param(_nested(MAX_JSON_DEPTH + 1), "nested at most", id="depth-over"),
+        pytest.param([_nested(MAX_JSON_DEPTH - 1), float("nan")], "no NaN", id="nan-at-limit"),
+        pytest.param([_nested(MAX_JSON_DEPTH + 1), float("nan")], "nested", id="deep-and-nan"),
+        pytest.param(_nested(2_000), "nested at most", id="beyond-recursion-limit"),
+        pytest.param({"s": "[{" * 100}, None, id="brackets-in-strings"),
+        pytest.param({"emoji \U0001f600": "\U0001f600"}, None, id="astral-pair-is-fine"),
+        pytest.param({"k": "\udfff"}, "unpaired surrogates", id="lone-low-surrogate"),
+        # 166,667 x "é" is 1,000,002 chars escaped (\u00e9) but 333,336 bytes raw.
+        pytest.param("é" * 166_667, "at most 1000000 bytes", id="size-counts-escapes"),
+        pytest.param("x" * (MAX_JSON_BYTES - 2), None, id="size-at-limit"),
+        pytest.param("x" * (MAX_JSON_BYTES - 1), "at most 1000000 bytes", id="size-over"),
+    ],
+)
+def test_json_rules(value: Any, message: str | None) -> None:
+    column = DISCREPANCIES.c["validation_context"]
+    if message is None:
+        assert check_value(column, value, "ctx") == value
+    else:
+        with pytest.raises(ValidationFailed, match=message):
+            check_value(column, value, "ctx")

@@ -15,6 +15,7 @@ from graphql import Lexer, Source, TokenKind
 from starlette.types import Message, Receive, Scope, Send
 
 from graph.app import create_app
+from graph.document_cache import MAX_VARIABLES_CHARS, validation_key
 from graph.limits import LimitSettings, RequestLimits
 from graph.schema import build_graphql_app
 from persistence.database import DatabaseManager
@@ -730,3 +731,24 @@ async def test_default_body_limit_fits_a_realistic_10000_discrepancy_result() ->
     chunks = [payload[i : i + 65536] for i in range(0, len(payload), 65536)]
     json_type = [(b"content-type", b"application/json")]
     assert await call(middleware, chunks, json_type) == (200, str(len(payload)).encode())
+
+
+@pytest.mark.parametrize(
+    ("variables", "cached"),
+    [
+        pytest.param({"n": 5}, True, id="small"),
+        pytest.param({"x": float("nan")}, True, id="nan"),  # orjson would write null
+        pytest.param(
+            {"s": "é" * 2000}, False, id="escapes-over"
+        ),  # 4,000 bytes in orjson, 12,000 chars in stdlib
+        pytest.param({"s": "x" * MAX_VARIABLES_CHARS}, False, id="over"),
+        pytest.param({1: "non-str key"}, True, id="stdlib-only"),  # orjson refuses it
+    ],
+)
+def test_validation_key_caches_only_small_variables(
+    variables: dict[Any, object], cached: bool
+) -> None:
+    key = validation_key("schema", "{ q }", None, variables)
+    assert (key is not None) is cached
+    if key is not None:  # the stdlib encoding, sorted: NaN stays apart from null
+        assert key[3] == json.dumps(variables, sort_keys=True)
