@@ -49,6 +49,7 @@ class DiscrepancyInput:
     validation_context: JSON | None = _f("Free-form context.")
 
 
+@flat_input
 @strawberry.input(
     description="A validation result with up to 10,000 discrepancies, stored atomically."
 )
@@ -95,6 +96,7 @@ class BehavioralTestInput:
     error_stack_trace: str | None = _f("Stack trace of that error.")
 
 
+@flat_input
 @strawberry.input(description="Behavioral test results for one session, stored atomically.")
 class RecordBehavioralTestResultsInput:
     session_id: strawberry.ID | None = _f("Global ID of the session (or give requestId).")

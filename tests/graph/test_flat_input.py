@@ -8,14 +8,33 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from graphql import GraphQLInputObjectType, coerce_input_value
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLList,
+    GraphQLNonNull,
+    coerce_input_value,
+    get_nullable_type,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strawberry.types.arguments import convert_argument
 from strawberry.types.base import get_object_definition
 
-from graph.mutations.results import BehavioralTestInput, DiscrepancyInput
+from graph.mutations.results import (
+    BehavioralTestInput,
+    DiscrepancyInput,
+    RecordBehavioralTestResultsInput,
+    RecordValidationResultInput,
+)
 from graph.schema import schema
+
+FLAT = [
+    DiscrepancyInput,
+    BehavioralTestInput,
+    RecordValidationResultInput,
+    RecordBehavioralTestResultsInput,
+]
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -25,6 +44,7 @@ JSON_VALUES = st.recursive(
 # What a client may send for each kind of GraphQL input field.
 BY_KIND: dict[str, st.SearchStrategy[Any]] = {
     "String": st.text(),
+    "ID": st.text(),
     "Float": st.floats(allow_nan=False, allow_infinity=False),
     "JSON": JSON_VALUES,
 }
@@ -38,23 +58,34 @@ def _client_values(type_name: str) -> st.SearchStrategy[dict[str, Any]]:
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
     for name, field in graphql_type.fields.items():
-        nullable = not hasattr(field.type, "of_type")
-        named = field.type if nullable else field.type.of_type
-        values = getattr(named, "values", None)
-        strategy = st.sampled_from(sorted(values)) if values else BY_KIND[named.name]
+        nullable = not isinstance(field.type, GraphQLNonNull)
+        strategy = _values_of(get_nullable_type(field.type))
         (optional if nullable else required)[name] = st.none() | strategy if nullable else strategy
     return st.fixed_dictionaries(required, optional=optional)
 
 
+def _values_of(graphql_type: Any) -> st.SearchStrategy[Any]:
+    if isinstance(graphql_type, GraphQLList):  # lists of input objects: a few items
+        return st.lists(_values_of(get_nullable_type(graphql_type.of_type)), max_size=3)
+    if isinstance(graphql_type, GraphQLInputObjectType):
+        return _client_values(graphql_type.name)
+    if isinstance(graphql_type, GraphQLEnumType):
+        return st.sampled_from(sorted(graphql_type.values))
+    return BY_KIND[graphql_type.name]
+
+
 @contextmanager
-def strawberry_default(cls: type) -> Iterator[None]:
-    """Strawberry's generic conversion for ``cls`` while inside."""
-    definition = get_object_definition(cls, strict=True)
-    hook, definition.from_input = definition.from_input, None
+def strawberry_default() -> Iterator[None]:
+    """Strawberry's generic conversion for every flat input while inside."""
+    definitions = [get_object_definition(cls, strict=True) for cls in FLAT]
+    hooks = [definition.from_input for definition in definitions]
+    for definition in definitions:
+        definition.from_input = None
     try:
         yield
     finally:
-        definition.from_input = hook
+        for definition, hook in zip(definitions, hooks, strict=True):
+            definition.from_input = hook
 
 
 def _convert(cls: type, client_value: dict[str, Any]) -> Any:
@@ -65,26 +96,36 @@ def _convert(cls: type, client_value: dict[str, Any]) -> Any:
     return convert_argument(coerced, cls, converter.scalar_registry, schema.config)
 
 
-@pytest.mark.parametrize("cls", [DiscrepancyInput, BehavioralTestInput])
+@pytest.mark.parametrize("cls", FLAT)
 def test_flat_input_is_set_on_the_bulk_inputs(cls: type) -> None:
     assert get_object_definition(cls, strict=True).from_input is not None
 
 
-@pytest.mark.parametrize(
-    ("cls", "type_name"),
-    [(DiscrepancyInput, "DiscrepancyInput"), (BehavioralTestInput, "BehavioralTestInput")],
-)
-def test_flat_input_builds_what_strawberry_builds(cls: type, type_name: str) -> None:
+@pytest.mark.parametrize("cls", FLAT)
+def test_flat_input_builds_what_strawberry_builds(cls: type) -> None:
+    type_name = get_object_definition(cls, strict=True).name
+
     @settings(max_examples=150, deadline=None, database=None)
     @given(_client_values(type_name))
     def check(client_value: dict[str, Any]) -> None:
         flat = _convert(cls, client_value)
-        with strawberry_default(cls):
+        with strawberry_default():
             default = _convert(cls, client_value)
-        assert type(flat) is type(default) is cls
-        assert dataclasses.asdict(flat) == dataclasses.asdict(default)
-        # Same Python types too (an enum member stays a member, a float a float).
-        for field in dataclasses.fields(cls):
-            assert type(getattr(flat, field.name)) is type(getattr(default, field.name))
+        _same(flat, default)
 
     check()
+
+
+def _same(flat: Any, default: Any) -> None:
+    """Equal values of the same Python types (an enum member stays a member, a float a
+    float, a list item the item class), all the way down."""
+    assert type(flat) is type(default)
+    if dataclasses.is_dataclass(flat):
+        for field in dataclasses.fields(flat):
+            _same(getattr(flat, field.name), getattr(default, field.name))
+    elif isinstance(flat, list):
+        assert len(flat) == len(default)
+        for a, b in zip(flat, default, strict=True):
+            _same(a, b)
+    else:
+        assert flat == default
