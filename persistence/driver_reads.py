@@ -11,9 +11,10 @@ SQLAlchemy's own result processors for the columns that need one (enums, JSON, U
 datetimes), so values and types are what the SQLAlchemy path returns
 (tests/persistence/test_driver_reads.py compares both).
 
-What SQLAlchemy did around the statement stays: ``before_cursor_execute`` and
-``after_cursor_execute`` fire (statement logs, metrics); a connection the driver
-reports lost is invalidated, so the pool never hands it out again. Elsewhere (SQLite,
+What SQLAlchemy did around the statement stays (persistence.driver): its cursor
+events fire (statement logs, metrics), errors are translated as it would, and a
+connection the driver reports lost is invalidated, so the pool never hands it out
+again. Elsewhere (SQLite,
 write sessions whose transaction SQLAlchemy begins) the same statement runs through
 SQLAlchemy.
 """
@@ -30,7 +31,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from persistence.database import DRIVER_READS, is_disconnect
+from persistence.database import DRIVER_READS
+from persistence.driver import on_driver
 
 
 def any_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
@@ -117,31 +119,17 @@ class FixedRead:
         if compiled is None:
             compiled = self._compiled[dialect] = _compile(self.statement, dialect)
         arguments = compiled.arguments(params)
-        pooled = await conn.get_raw_connection()
-        driver: Any = pooled.driver_connection
-        sync = conn.sync_connection
-        if driver is None or sync is None:  # pragma: no cover - a started connection has both
-            raise RuntimeError("read session without a live connection")
-        dispatch = sync.dispatch
-        dispatch.before_cursor_execute(sync, None, compiled.sql, arguments, None, False)
-        try:
+
+        async def fetch(driver: Any) -> list[Row]:
             make = self._makers.get(dialect)
             if make is None:  # the result's type oids pick the processors, as for a cursor
                 prepared = await driver.prepare(compiled.sql)
                 oids = tuple(a.type.oid for a in prepared.get_attributes())
                 make = self._makers[dialect] = _row_maker(compiled, dialect, oids)
-            records = await driver.fetch(compiled.sql, *arguments)  # asyncpg keeps it prepared
-        except Exception as error:
-            raise await _as_sqlalchemy_error(conn, pooled, error, compiled, arguments) from error
-        except BaseException:
-            # Cancelled mid-statement: the server may still be sending rows. Close the
-            # socket now and have the pool replace the connection (no await here: the
-            # task is being cancelled).
-            driver.terminate()
-            pooled.invalidate(soft=True)
-            raise
-        dispatch.after_cursor_execute(sync, None, compiled.sql, arguments, None, False)
-        return make(records)
+            # asyncpg keeps the statement prepared
+            return make(await driver.fetch(compiled.sql, *arguments))
+
+        return await on_driver(conn, compiled.sql, arguments, fetch)
 
 
 def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
@@ -187,34 +175,3 @@ def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> 
     exec(source, namespace)  # noqa: S102 - source built from indexes only
     make: MakeRows = namespace["make"]
     return make
-
-
-async def _as_sqlalchemy_error(
-    conn: AsyncConnection,
-    pooled: Any,
-    error: Exception,
-    compiled: _Compiled,
-    arguments: list[Any],
-) -> Exception:
-    """What SQLAlchemy would have raised for ``error``: translated by its asyncpg adapter
-    and wrapped in a DBAPIError (errors the adapter does not map stay as they are);
-    a lost connection is invalidated first, so the pool never hands it out again."""
-    translated: Exception = error
-    try:
-        pooled.dbapi_connection._handle_exception(error)
-    except Exception as adapted:  # _handle_exception always raises
-        translated = adapted
-    gone = pooled.driver_connection.is_closed() or is_disconnect(error)
-    if gone:
-        await conn.invalidate(translated)
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    if not isinstance(translated, dbapi_error):
-        return translated
-    return exc.DBAPIError.instance(
-        compiled.sql,
-        arguments,
-        translated,
-        dbapi_error,
-        connection_invalidated=gone,
-        dialect=conn.dialect,
-    )

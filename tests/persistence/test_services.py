@@ -458,6 +458,38 @@ async def test_database_failure_mid_bulk_insert_rolls_back(db: DatabaseManager) 
     assert await count(db, SESSIONS) == 1
 
 
+async def test_bulk_insert_first_in_its_transaction_is_rolled_back_with_it(
+    db: DatabaseManager,
+) -> None:
+    """The bulk write is part of the caller's transaction even as its first statement
+    (on PostgreSQL a COPY, which SQLAlchemy's adapter does not BEGIN for)."""
+    sid = await new_session(db)
+
+    async def add_result(session: AsyncSession) -> int:
+        result = await ResultRepository(session).add({**result_input(), "session_id": sid})
+        assert result.id is not None
+        return result.id
+
+    result_id = await db.run_write(add_result)
+    rows = [{**discrepancy_input(i), "session_id": sid, "result_id": result_id} for i in range(50)]
+
+    async def bulk_then_fail(session: AsyncSession) -> None:
+        assert await DiscrepancyRepository(session).bulk_insert(rows) == 50
+        visible = await session.scalar(sa.select(sa.func.count()).select_from(DISCREPANCIES))
+        assert visible == 50  # written, inside the transaction
+        raise RuntimeError("fail after the bulk write")
+
+    with pytest.raises(RuntimeError, match="fail after the bulk write"):
+        await db.run_write(bulk_then_fail)
+    assert await count(db, DISCREPANCIES) == 0
+
+    async def bulk(session: AsyncSession) -> int:
+        return await DiscrepancyRepository(session).bulk_insert(rows)
+
+    assert await db.run_write(bulk) == 50
+    assert await count(db, DISCREPANCIES) == 50
+
+
 async def test_bulk_insert_json_round_trip(db: DatabaseManager) -> None:
     sid = await new_session(db)
     contexts: list[Any] = [
