@@ -39,14 +39,19 @@ def check_row(table: sa.Table, values: Mapping[str, Any], prefix: str = "") -> d
     coerced. Unknown keys, missing required columns and bad values raise
     ValidationFailed naming ``prefix + column``."""
     allowed, checks = _row_checks(table)
-    for key in values:
-        if key not in allowed:
-            raise ValidationFailed(prefix + key, "unknown field")
+    if not allowed.issuperset(values):
+        key = next(key for key in values if key not in allowed)
+        raise ValidationFailed(prefix + key, "unknown field")
     out: dict[str, Any] = {}
-    for name, required, check in checks:
-        if name in values:
+    for name, required, nullable, check in checks:
+        value = values.get(name, _ABSENT)
+        if value is None:
+            if not nullable:
+                raise ValidationFailed(prefix + name, "must not be null")
+            out[name] = None
+        elif value is not _ABSENT:
             try:
-                out[name] = check(values[name])
+                out[name] = check(value)
             except _Invalid as error:
                 raise ValidationFailed(prefix + name, error.message) from None
         elif required:
@@ -72,15 +77,20 @@ class _Invalid(Exception):
 _Check = Callable[[Any], Any]
 
 
+_ABSENT = object()
+
+
 @functools.cache
-def _row_checks(table: sa.Table) -> tuple[frozenset[str], tuple[tuple[str, bool, _Check], ...]]:
-    """The keys an INSERT may set, and (column, required, check) in table order: the
-    dispatch on column types is done once per table, not once per value (bulk inserts
-    check up to 10,000 rows)."""
+def _row_checks(
+    table: sa.Table,
+) -> tuple[frozenset[str], tuple[tuple[str, bool, bool, _Check], ...]]:
+    """The keys an INSERT may set, and (column, required, nullable, check of a non-null
+    value) in table order: the dispatch on column types is done once per table, not
+    once per value (bulk inserts check up to 10,000 rows)."""
     columns = [c for c in table.c if c.name not in SERVER_MANAGED]
     return (
         frozenset(c.name for c in columns),
-        tuple((c.name, _required(c), _checker(c)) for c in columns),
+        tuple((c.name, _required(c), bool(c.nullable), _value_checker(c)) for c in columns),
     )
 
 
@@ -197,7 +207,7 @@ def _check_json(value: Any) -> Any:
     # One C-level encoding does most of the work: ensure_ascii=False keeps lone
     # surrogates (keys too) visible to one regex search, and NUL stays escaped.
     try:
-        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        encoded = _JSON.encode(value)
     except RecursionError:
         raise _Invalid(_TOO_DEEP) from None
     except (TypeError, ValueError):
@@ -218,6 +228,8 @@ def _check_json(value: Any) -> Any:
     return value
 
 
+# One encoder for every value (json.dumps with options builds one per call).
+_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 _TOO_DEEP = f"must be nested at most {MAX_JSON_DEPTH} levels deep"
 
 
