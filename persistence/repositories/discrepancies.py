@@ -22,23 +22,16 @@ from persistence.repositories.base import (
     pages_by_parent,
     rows_in,
 )
+from persistence.validation import SERVER_MANAGED
 
 D = ValidationDiscrepancy
 _TABLE: sa.Table = D.__table__  # type: ignore[attr-defined]
 
-# Columns a bulk insert writes (everything else takes its server default).
-BULK_COLUMNS: tuple[str, ...] = (
-    "session_id",
-    "result_id",
-    "discrepancy_type",
-    "severity",
-    "description",
-    "source_element",
-    "target_element",
-    "recommendation",
-    "confidence",
-    "component_type",
-    "validation_context",
+# Columns a bulk insert writes: the table's own but those the database manages and
+# the resolution state (a new discrepancy is open), in table order.
+RESOLUTION_STATE = frozenset({"is_resolved", "resolution_notes", "resolved_at", "resolved_by"})
+BULK_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in _TABLE.c if c.name not in SERVER_MANAGED | RESOLUTION_STATE
 )
 _BULK_DEFAULTS: dict[str, Any] = {"confidence": 1.0}
 

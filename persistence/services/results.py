@@ -13,6 +13,7 @@ from persistence.models import ValidationDiscrepancy, ValidationResult
 from persistence.records import Record
 from persistence.repositories import DiscrepancyRepository, ResultRepository, SessionRepository
 from persistence.repositories.audit import AuditRepository
+from persistence.repositories.discrepancies import RESOLUTION_STATE
 from persistence.validation import check_row
 
 RESULT_TABLE = ValidationResult.__table__  # type: ignore[attr-defined]
@@ -20,7 +21,6 @@ DISCREPANCY_TABLE = ValidationDiscrepancy.__table__  # type: ignore[attr-defined
 MAX_DISCREPANCIES = 10_000
 # Set by the service, not by callers of record().
 _LINKS = frozenset({"session_id", "result_id"})
-_RESOLUTION = frozenset({"is_resolved", "resolution_notes", "resolved_at", "resolved_by"})
 
 
 class ResultService:
@@ -46,7 +46,7 @@ class ResultService:
         rows = []
         for i, item in enumerate(discrepancies):
             prefix = f"discrepancies[{i}]."
-            _reject(item, _LINKS | _RESOLUTION, prefix)
+            _reject(item, _LINKS | RESOLUTION_STATE, prefix)
             rows.append(check_row(DISCREPANCY_TABLE, {**item, "session_id": session_id}, prefix))
 
         async def work(session: AsyncSession) -> ValidationResult | Record:
