@@ -64,7 +64,7 @@ def validation_key(
         # than \u escapes) but for one char per NaN: at worst a missed cache entry.
         if len(orjson.dumps(variables or {})) > MAX_VARIABLES_CHARS:
             return None
-    except (TypeError, orjson.JSONEncodeError):
+    except TypeError:  # orjson.JSONEncodeError included
         pass  # the stdlib encoding below decides
     try:
         encoded = json.dumps(variables or {}, sort_keys=True)

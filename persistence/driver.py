@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import exc
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.base import ExceptionContextImpl
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from persistence.database import is_disconnect
@@ -58,8 +60,10 @@ async def copy_records(
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if not driver.is_in_transaction():
         # SQLAlchemy's adapter sends BEGIN with the first statement; COPY does not go
-        # through it, so open the transaction first (COPY must never autocommit).
+        # through it, so open the transaction first.
         await conn.exec_driver_sql("SELECT 1")
+    if not driver.is_in_transaction():  # an AUTOCOMMIT connection
+        raise RuntimeError("COPY needs a transaction: it would commit on its own")
     sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT binary)"
 
     async def copy(driver: Any) -> None:
@@ -76,24 +80,73 @@ async def _as_sqlalchemy_error(
     arguments: Sequence[Any],
 ) -> Exception:
     """What SQLAlchemy would have raised for ``error``: translated by its asyncpg adapter
-    and wrapped in a DBAPIError (errors the adapter does not map stay as they are);
-    a lost connection is invalidated first, so the pool never hands it out again."""
+    and wrapped in a DBAPIError (errors the adapter does not map stay as they are),
+    with the engine's ``handle_error`` listeners told (statement metrics, disconnect
+    detection); a lost connection is invalidated, so the pool never hands it out
+    again."""
     translated: Exception = error
     try:
         pooled.dbapi_connection._handle_exception(error)
     except Exception as adapted:  # _handle_exception always raises
         translated = adapted
+    sync = conn.sync_connection
     gone = pooled.driver_connection.is_closed() or is_disconnect(error)
-    if gone:
-        await conn.invalidate(translated)
+    # An error the server did not report (asyncpg raises a DataError, with no
+    # severity, for a value it cannot encode) can leave the protocol mid-statement:
+    # the server keeps waiting, holding the statement's locks, and that connection
+    # must not go back to the pool.
+    unsure = getattr(error, "severity", None) is None
     dbapi_error = conn.dialect.loaded_dbapi.Error
-    if not isinstance(translated, dbapi_error):
-        return translated
-    return exc.DBAPIError.instance(
+    raised: Exception = translated
+    if isinstance(translated, dbapi_error):
+        raised = exc.DBAPIError.instance(
+            sql,
+            arguments,
+            translated,
+            dbapi_error,
+            hide_parameters=conn.sync_engine.hide_parameters,
+            connection_invalidated=gone,
+            dialect=conn.dialect,
+        )
+    if sync is not None:
+        raised, gone = _handle_error(sync, translated, raised, sql, arguments, gone)
+    if gone or unsure:
+        await conn.invalidate(translated)
+    return raised
+
+
+def _handle_error(
+    sync: Connection,
+    original: Exception,
+    raised: Exception,
+    sql: str,
+    arguments: Sequence[Any],
+    gone: bool,
+) -> tuple[Exception, bool]:
+    """Run the engine's ``handle_error`` listeners as SQLAlchemy does for a failed
+    statement: a listener may replace the exception or flag a disconnect."""
+    context = ExceptionContextImpl(
+        original,
+        raised if isinstance(raised, exc.StatementError) else None,
+        sync.engine,
+        sync.dialect,
+        sync,
+        None,
         sql,
-        arguments,
-        translated,
-        dbapi_error,
-        connection_invalidated=gone,
-        dialect=conn.dialect,
+        tuple(arguments),
+        None,
+        gone,
+        True,
+        False,
     )
+    # handle_error listeners of an engine live on its dialect's dispatch.
+    for listener in sync.dialect.dispatch.handle_error:
+        try:
+            replacement = listener(context)
+        except Exception as error:  # SQLAlchemy raises what a listener raised
+            return error, gone or context.is_disconnect
+        if replacement is not None:
+            raised = replacement
+    if isinstance(raised, exc.DBAPIError):
+        raised.connection_invalidated = gone or context.is_disconnect
+    return raised, gone or context.is_disconnect

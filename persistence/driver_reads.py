@@ -11,12 +11,11 @@ SQLAlchemy's own result processors for the columns that need one (enums, JSON, U
 datetimes), so values and types are what the SQLAlchemy path returns
 (tests/persistence/test_driver_reads.py compares both).
 
-What SQLAlchemy did around the statement stays (persistence.driver): its cursor
-events fire (statement logs, metrics), errors are translated as it would, and a
-connection the driver reports lost is invalidated, so the pool never hands it out
-again. Elsewhere (SQLite,
-write sessions whose transaction SQLAlchemy begins) the same statement runs through
-SQLAlchemy.
+What SQLAlchemy did around the statement stays (persistence.driver): its cursor and
+error events fire (statement logs, metrics), errors are translated as it would, and
+a connection the driver reports lost is invalidated, so the pool never hands it out
+again. Elsewhere (SQLite, write sessions whose transaction SQLAlchemy begins) the
+same statement runs through SQLAlchemy.
 """
 
 import functools

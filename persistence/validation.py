@@ -137,7 +137,8 @@ def _check_enum(enum_cls: type[E], value: Any) -> E:
     try:
         return enum_cls(value)
     except ValueError:
-        raise _Invalid(_enum_message(enum_cls, value)) from None
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise _Invalid(f"must be one of {allowed}; got {value!r}") from None
 
 
 def _check_datetime(value: Any) -> datetime:
@@ -178,14 +179,9 @@ def _check_str(length: int | None, value: Any) -> str:
 
 def coerce_enum(enum_cls: type[E], value: Any, field: str) -> E:
     try:
-        return enum_cls(value)
-    except ValueError:
-        raise ValidationFailed(field, _enum_message(enum_cls, value)) from None
-
-
-def _enum_message(enum_cls: type[StrEnum], value: Any) -> str:
-    allowed = ", ".join(m.value for m in enum_cls)
-    return f"must be one of {allowed}; got {value!r}"
+        return _check_enum(enum_cls, value)
+    except _Invalid as error:
+        raise ValidationFailed(field, error.message) from None
 
 
 def _check_float(closed_range: tuple[float, float] | None, non_negative: bool, value: Any) -> float:
@@ -216,8 +212,10 @@ def _check_json(value: Any) -> Any:
     # Depth <= containers + 1: only a value with many brackets needs the walk.
     if encoded.count("[") + encoded.count("{") >= MAX_JSON_DEPTH:
         _check_depth(value)
-    # The limit counts the ASCII-escaped text (the stdlib default).
-    size = len(encoded) if encoded.isascii() else len(json.dumps(value))
+    # The limit counts the ASCII-escaped text (the stdlib default), where DEL and
+    # every non-ASCII character take an escape.
+    plain = encoded.isascii() and "\x7f" not in encoded
+    size = len(encoded) if plain else len(json.dumps(value))
     if size > MAX_JSON_BYTES:
         raise _Invalid(f"must be at most {MAX_JSON_BYTES} bytes of JSON")
     if _SURROGATE.search(encoded):

@@ -106,9 +106,10 @@ def canonical_input(value: Any) -> Any:
     """A strawberry input as plain JSON values: nested inputs as objects of their
     given fields (nulls and the idempotency key left out), enums as their values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((name, getattr(value, name)) for name in _field_names(type(value)))
         return {
             name: canonical_input(item)
-            for name, item in vars(value).items()
+            for name, item in items
             if name != IDEMPOTENCY_KEY and item is not None and item is not strawberry.UNSET
         }
     if isinstance(value, Enum):

@@ -30,6 +30,8 @@ log = logging.getLogger("migval.plan")
 # Queries served by a plan, fallen back from one (an error to report, a role missing),
 # or without a plan (unsupported shape); the tests read it.
 STATS: Counter[str] = Counter()
+
+
 class Mismatches:
     """Differences found in verify mode: how many, and the latest few described (the
     test suite fails on any; see tests/conftest.py)."""

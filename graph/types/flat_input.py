@@ -46,6 +46,10 @@ def flat_input(cls: T) -> T:
     its leaf fields, and the items of its lists of all-leaf flat inputs without
     Strawberry's per-item dispatch (see the module docstring)."""
     definition = get_object_definition(cls, strict=True)
+    if any(isinstance(f.type, StrawberryMaybe) for f in definition.fields):
+        # Strawberry checks explicit nulls of Maybe fields in validation only for
+        # types without a from_input hook.
+        raise TypeError(f"flat_input: {cls.__name__} has a Maybe field")
     # Fields without a Python default are None unless given, as Strawberry does.
     unset: dict[str, object] = {
         f.python_name: None

@@ -33,7 +33,7 @@ RESOLUTION_STATE = frozenset({"is_resolved", "resolution_notes", "resolved_at", 
 BULK_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in _TABLE.c if c.name not in SERVER_MANAGED | RESOLUTION_STATE
 )
-_BULK_DEFAULTS: dict[str, Any] = {"confidence": 1.0}
+BULK_DEFAULTS: dict[str, Any] = {"confidence": 1.0}
 
 
 class DiscrepancyRepository:
@@ -106,8 +106,7 @@ class DiscrepancyRepository:
         if dialect_name(self.session) == "postgresql":
             records = [
                 tuple(
-                    _pg_value(name, row.get(name, _BULK_DEFAULTS.get(name)))
-                    for name in BULK_COLUMNS
+                    _pg_value(name, row.get(name, BULK_DEFAULTS.get(name))) for name in BULK_COLUMNS
                 )
                 for row in rows
             ]
@@ -115,7 +114,7 @@ class DiscrepancyRepository:
         else:
             await self.session.execute(
                 sa.insert(D),
-                [{**_BULK_DEFAULTS, **row} for row in rows],
+                [{**BULK_DEFAULTS, **row} for row in rows],
             )
         return len(rows)
 

@@ -2,6 +2,7 @@
 statements through SQLAlchemy: same rows, same values, same Python types; statement
 events still fire; a connection lost under a driver read is not handed out again."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -232,3 +233,58 @@ async def test_filter_lists_in_a_fixed_statement(db: DatabaseManager) -> None:
     with pytest.raises(sa.exc.ArgumentError, match="'before'"):
         async with db.read_session() as s:
             await fetch_records(s, read, params={"keys": [1]})
+
+
+@pytest.mark.postgres_only
+async def test_failed_driver_statements_reach_handle_error_without_values(
+    db: DatabaseManager, database_url: str
+) -> None:
+    """A failed fixed read and a failed COPY are reported to the engine's handle_error
+    listeners (statement metrics, disconnect detection) as SQLAlchemy's own statements
+    are, and the error does not list the bound values (the engine hides parameters)."""
+    keys = await _seed(db)
+    failed: list[str] = []
+
+    def on_error(context: Any) -> None:
+        failed.append(context.statement)
+
+    engine = db.engine.sync_engine
+    event.listen(engine, "handle_error", on_error)
+    try:
+        bad_value = "s3cret-not-a-number"
+        read = FixedRead(sa.select(SESSIONS.c.id).where(SESSIONS.c.id == sa.bindparam("v")))
+        with pytest.raises(sa.exc.DBAPIError) as info:
+            async with db.read_session() as s:
+                await read.fetch(s, {"v": bad_value})
+        assert "[SQL parameters hidden due to hide_parameters=True]" in str(info.value)
+        # The value failed to encode mid-protocol (the server still waits for the
+        # statement, holding its lock): that connection is closed, not pooled.
+        assert await _backends_waiting_mid_statement(database_url) == 0
+
+        rows = [{**discrepancy_input(0), "session_id": keys["sessions"][0], "result_id": MISSING}]
+
+        async def copy(session: AsyncSession) -> int:
+            return await DiscrepancyRepository(session).bulk_insert(rows)
+
+        with pytest.raises(sa.exc.IntegrityError):  # the result does not exist
+            await db.run_write(copy)
+    finally:
+        event.remove(engine, "handle_error", on_error)
+    assert [statement.split(None, 1)[0] for statement in failed] == ["SELECT", "COPY"]
+
+
+async def _backends_waiting_mid_statement(database_url: str) -> int:
+    """Other backends of this database inside a statement, waiting for the client."""
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        for _ in range(20):  # a closed socket ends its backend shortly after
+            waiting: int = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state = 'active' AND wait_event = 'ClientRead'"
+            )
+            if waiting == 0:
+                break
+            await asyncio.sleep(0.1)
+        return waiting
+    finally:
+        await admin.close()

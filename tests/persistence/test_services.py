@@ -30,6 +30,7 @@ from persistence.models import (
     metadata,
 )
 from persistence.repositories import DiscrepancyRepository, ResultRepository
+from persistence.repositories.discrepancies import BULK_COLUMNS, BULK_DEFAULTS
 from persistence.services import (
     BehavioralTestService,
     DiscrepancyService,
@@ -791,3 +792,11 @@ async def test_result_delete_keeps_discrepancies(db: DatabaseManager) -> None:
     async with db.read_session() as s:
         row = (await s.scalars(sa.select(ValidationDiscrepancy))).one()
     assert (row.result_id, row.session_id) == (None, sid)
+
+
+def test_bulk_columns_need_no_server_default() -> None:
+    """A bulk write sends every bulk column (NULL when not given), so none may rely on
+    a server default unless the repository supplies the value itself."""
+    for name in BULK_COLUMNS:
+        column = DISCREPANCIES.c[name]
+        assert column.server_default is None or name in BULK_DEFAULTS, name

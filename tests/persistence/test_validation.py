@@ -138,3 +138,21 @@ def test_json_rules(value: Any, message: str | None) -> None:
     else:
         with pytest.raises(ValidationFailed, match=message):
             check_value(column, value, "ctx")
+
+
+def test_json_size_counts_escaped_del() -> None:
+    # DEL is ASCII but the stdlib escapes it (\u007f): 6 characters each.
+    column = DISCREPANCIES.c["validation_context"]
+    with pytest.raises(ValidationFailed, match="at most 1000000 bytes"):
+        check_value(column, "\x7f" * 200_000, "ctx")
+    assert check_value(column, "\x7f" * 1_000, "ctx") == "\x7f" * 1_000
+
+
+def test_check_row_names_the_field_of_a_bad_value_and_keeps_precedence() -> None:
+    # Unknown keys first, then columns in table order.
+    with pytest.raises(ValidationFailed) as info:
+        check_row(DISCREPANCIES, {**GOOD, "severity": "MEH", "confidence": 7}, "items[2].")
+    assert (info.value.field, "must be one of" in str(info.value)) == ("items[2].severity", True)
+    with pytest.raises(ValidationFailed) as info:
+        check_row(DISCREPANCIES, {"bogus": 1, "severity": "MEH"}, "x.")
+    assert info.value.field == "x.bogus"
