@@ -34,6 +34,10 @@ BULK_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in _TABLE.c if c.name not in SERVER_MANAGED | RESOLUTION_STATE
 )
 BULK_DEFAULTS: dict[str, Any] = {"confidence": 1.0}
+_SQLITE_BULK_INSERT = (
+    f"INSERT INTO {_TABLE.name} ({', '.join(BULK_COLUMNS)}) "  # noqa: S608 - fixed identifiers
+    f"VALUES ({', '.join('?' * len(BULK_COLUMNS))})"
+)
 
 
 class DiscrepancyRepository:
@@ -98,24 +102,23 @@ class DiscrepancyRepository:
         )
 
     async def bulk_insert(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert many rows in the caller's transaction: one binary COPY on PostgreSQL
-        (what the raw-driver floor of bench/ does), an executemany on SQLite. A bad
-        row fails the whole statement."""
+        """Insert many rows in the caller's transaction, as the raw-driver floors of
+        bench/ do: one binary COPY on PostgreSQL, one executemany of plain values on
+        SQLite (no per-row SQLAlchemy parameter processing). A bad row fails the
+        whole statement."""
         if not rows:
             return 0
+        records = [
+            tuple(
+                _driver_value(name, row.get(name, BULK_DEFAULTS.get(name))) for name in BULK_COLUMNS
+            )
+            for row in rows
+        ]
         if dialect_name(self.session) == "postgresql":
-            records = [
-                tuple(
-                    _pg_value(name, row.get(name, BULK_DEFAULTS.get(name))) for name in BULK_COLUMNS
-                )
-                for row in rows
-            ]
             await copy_records(self.session, _TABLE.name, BULK_COLUMNS, records)
         else:
-            await self.session.execute(
-                sa.insert(D),
-                [{**BULK_DEFAULTS, **row} for row in rows],
-            )
+            conn = await self.session.connection()
+            await conn.exec_driver_sql(_SQLITE_BULK_INSERT, records)
         return len(rows)
 
     async def set_resolution(
@@ -174,9 +177,10 @@ def discrepancy_conditions(f: DiscrepancyFilter) -> list[sa.ColumnElement[bool]]
     return conds
 
 
-def _pg_value(column: str, value: Any) -> Any:
+def _driver_value(column: str, value: Any) -> Any:
+    """A bulk column's value as both drivers take it."""
     if column == "validation_context":
-        # jsonb travels as JSON text; SQL NULL stays NULL.
+        # JSON travels as text; SQL NULL stays NULL.
         return None if value is None else json.dumps(value)
     if column == "severity" and value is not None:
         return str(value)
