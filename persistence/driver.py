@@ -1,9 +1,10 @@
 """Running a call on the asyncpg connection under a SQLAlchemy connection, with what
 SQLAlchemy does around a statement kept: ``before_cursor_execute`` and
-``after_cursor_execute`` fire (statement logs, metrics, statement pins), errors come
-out as SQLAlchemy would raise them (translated by its asyncpg adapter, wrapped in a
-DBAPIError), a connection the driver reports lost is invalidated, and a call
-cancelled mid-statement closes the socket and has the pool replace the connection.
+``after_cursor_execute`` fire (statement logs, metrics, statement pins), a failure
+reaches the engine's ``handle_error`` listeners, errors come out as SQLAlchemy would
+raise them (translated by its asyncpg adapter, wrapped in a DBAPIError, bound values
+hidden), a connection lost or left mid-statement is invalidated, and a call cancelled
+mid-statement closes the socket and has the pool replace the connection.
 
 Used for fixed reads (persistence.driver_reads) and for bulk COPY (``copy_records``).
 """

@@ -32,6 +32,12 @@ MAX_JSON_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Columns the database owns; callers never set them on insert.
 SERVER_MANAGED = frozenset({"id", "created_at", "updated_at", "version"})
+# One encoder for every JSON value (json.dumps with options builds one per call).
+_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+_TOO_DEEP = f"must be nested at most {MAX_JSON_DEPTH} levels deep"
+_ABSENT = object()
+# Checks a non-null value for one column: returns it coerced or raises _Invalid.
+_Check = Callable[[Any], Any]
 
 
 def check_row(table: sa.Table, values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -61,8 +67,19 @@ def check_row(table: sa.Table, values: Mapping[str, Any], prefix: str = "") -> d
 
 def check_value(column: sa.Column[Any], value: Any, field: str) -> Any:
     """``value`` checked (and coerced) for ``column``; ValidationFailed names ``field``."""
+    if value is None:
+        if not column.nullable:
+            raise ValidationFailed(field, "must not be null")
+        return None
     try:
-        return _checker(column)(value)
+        return _value_checker(column)(value)
+    except _Invalid as error:
+        raise ValidationFailed(field, error.message) from None
+
+
+def coerce_enum(enum_cls: type[E], value: Any, field: str) -> E:
+    try:
+        return _check_enum(enum_cls, value)
     except _Invalid as error:
         raise ValidationFailed(field, error.message) from None
 
@@ -72,12 +89,6 @@ class _Invalid(Exception):
 
     def __init__(self, message: str) -> None:
         self.message = message
-
-
-_Check = Callable[[Any], Any]
-
-
-_ABSENT = object()
 
 
 @functools.cache
@@ -95,20 +106,6 @@ def _row_checks(
 
 
 @functools.cache
-def _checker(column: sa.Column[Any]) -> _Check:
-    value_check = _value_checker(column)
-    nullable = bool(column.nullable)
-
-    def check(value: Any) -> Any:
-        if value is None:
-            if not nullable:
-                raise _Invalid("must not be null")
-            return None
-        return value_check(value)
-
-    return check
-
-
 def _value_checker(column: sa.Column[Any]) -> _Check:  # noqa: PLR0911 - one dispatch on the type
     enum_cls = _enum_class(column.type)
     if enum_cls is not None:
@@ -177,13 +174,6 @@ def _check_str(length: int | None, value: Any) -> str:
     return value
 
 
-def coerce_enum(enum_cls: type[E], value: Any, field: str) -> E:
-    try:
-        return _check_enum(enum_cls, value)
-    except _Invalid as error:
-        raise ValidationFailed(field, error.message) from None
-
-
 def _check_float(closed_range: tuple[float, float] | None, non_negative: bool, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid("must be a number")
@@ -224,11 +214,6 @@ def _check_json(value: Any) -> Any:
         # PostgreSQL jsonb cannot store NUL in strings.
         raise _Invalid("must not contain NUL characters")
     return value
-
-
-# One encoder for every value (json.dumps with options builds one per call).
-_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
-_TOO_DEEP = f"must be nested at most {MAX_JSON_DEPTH} levels deep"
 
 
 def _check_depth(value: Any) -> None:

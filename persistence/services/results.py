@@ -21,6 +21,8 @@ DISCREPANCY_TABLE = ValidationDiscrepancy.__table__  # type: ignore[attr-defined
 MAX_DISCREPANCIES = 10_000
 # Set by the service, not by callers of record().
 _LINKS = frozenset({"session_id", "result_id"})
+# What a recorded discrepancy may not carry: the links and the resolution state.
+_NOT_RECORDED = _LINKS | RESOLUTION_STATE
 
 
 class ResultService:
@@ -46,7 +48,7 @@ class ResultService:
         rows = []
         for i, item in enumerate(discrepancies):
             prefix = f"discrepancies[{i}]."
-            _reject(item, _LINKS | RESOLUTION_STATE, prefix)
+            _reject(item, _NOT_RECORDED, prefix)
             rows.append(check_row(DISCREPANCY_TABLE, {**item, "session_id": session_id}, prefix))
 
         async def work(session: AsyncSession) -> ValidationResult | Record:
