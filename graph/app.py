@@ -15,7 +15,9 @@ Routes:
 In production, logging is configured here too (graph.logs): JSON lines.
 """
 
+import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,7 +33,7 @@ from graph.limits import LimitSettings, RequestLimits
 from graph.logs import configure_logging
 from graph.observability import HttpMetrics, Metrics, metrics_endpoint
 from graph.schema import build_graphql_app
-from graph.settings import AppSettings
+from graph.settings import SERVER_PROCESS_ENV, AppSettings
 from persistence.crypto import KeyRing, configure_encryption
 from persistence.database import DatabaseManager, HealthStatus
 from persistence.idempotency import idempotency_ttl
@@ -40,6 +42,20 @@ from persistence.instrumentation import InstrumentationSettings
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT_S = 2.0
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """Freeze what is loaded by now (schema, metadata, libraries: it lives as long as the
+    process), so the cyclic collector stops rescanning it; then collect the youngest
+    generation every 10,000 net allocations instead of 700. A dashboard answer
+    allocates ~20,000 objects and requests leave no reference cycles
+    (tests/graph/test_reference_cycles.py): the default ran ~7 collections per request
+    that found nothing to free (~1 ms of CPU)."""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def create_app(settings: AppSettings | None = None) -> Starlette:
@@ -62,6 +78,8 @@ def create_app(settings: AppSettings | None = None) -> Starlette:
         try:
             metrics.observe_database(db, instrumentation)
             app.state.graphql = build_graphql_app(db, app_settings, metrics)
+            if os.environ.get(SERVER_PROCESS_ENV) == "1":
+                tune_collector()
             yield
         finally:
             metrics.release_database()

@@ -7,11 +7,11 @@ environment variable). Errors are printed as one line on stderr, without a trace
 
 import argparse
 import asyncio
-import gc
 import importlib.util
 import io
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -219,7 +219,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
     from graph.logs import configure_logging  # noqa: PLC0415 - only this command needs it
-    from graph.settings import AppSettings  # noqa: PLC0415 - imports strawberry (slow)
+    from graph.settings import SERVER_PROCESS_ENV, AppSettings  # noqa: PLC0415 - slow
     from persistence.crypto import KeyRing  # noqa: PLC0415 - imports cryptography (slow)
     from persistence.idempotency import idempotency_ttl  # noqa: PLC0415
     from persistence.instrumentation import InstrumentationSettings  # noqa: PLC0415
@@ -245,11 +245,9 @@ def _serve(args: argparse.Namespace) -> int:
     # install its own handlers. Development: uvicorn's usual format.
     configure_logging(production=settings.production, level=args.log_level)
     logging_options: dict[str, Any] = {"log_config": None} if settings.production else {}
-    # What is loaded by now (the schema, SQLAlchemy's metadata, the libraries) lives as
-    # long as the process: freeze it so the cyclic collector stops rescanning it every
-    # few hundred allocations (a large page allocates tens of thousands of objects).
-    gc.collect()
-    gc.freeze()
+    # Each server process (one per worker) tunes its garbage collector once its app is
+    # loaded (graph.app.tune_collector); the variable reaches the workers uvicorn spawns.
+    os.environ[SERVER_PROCESS_ENV] = "1"
     try:
         uvicorn.run(
             "graph.app:create_app",

@@ -14,12 +14,14 @@ Every refusal is a JSON GraphQL error with ``extensions.code``. The README secti
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from graphql import (
     FieldNode,
@@ -134,13 +136,16 @@ class QueryLimits(SchemaExtension):
         context = self.execution_context
         # graphql-core's max_tokens counts comments too, so they cannot pad a document.
         context.parse_options["max_tokens"] = self.settings.max_tokens
-
-        class QueryLimitsRule(_LimitsRule):
-            pass
-
-        QueryLimitsRule.extension = self  # the rule reports back to this request's extension
-        context.validation_rules = (*context.validation_rules, QueryLimitsRule)
-        yield
+        context.validation_rules = (*context.validation_rules, _LimitsRule)
+        # The rule reports back to this operation's extension. Not a class per request
+        # holding it: a class is a reference cycle, which kept every response alive
+        # until the cyclic garbage collector ran.
+        token = _OPERATION.set(self)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):  # closed from another context
+                _OPERATION.reset(token)
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
@@ -190,6 +195,10 @@ class QueryLimits(SchemaExtension):
         return {"cost": self.cost} if self.accepted and self.cost is not None else {}
 
 
+# The QueryLimits extension of the operation being validated (set by on_operation).
+_OPERATION: ContextVar[QueryLimits] = ContextVar("migval_query_limits")
+
+
 def _set_code(error: GraphQLError, code: str, **extra: Any) -> None:
     if not (error.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), "code": code, **extra}
@@ -199,10 +208,9 @@ class _LimitsRule(ValidationRule):
     """Checks ``first`` on every field that takes it (visiting each node once), then
     measures each operation when the whole document has been seen."""
 
-    extension: ClassVar[QueryLimits]
-
     def __init__(self, context: Any) -> None:
         super().__init__(context)
+        self.extension = _OPERATION.get()
         self.crossed: list[bool] = []  # per enclosing field: a list on the way down?
         self.keys: list[str] = []
         self.in_operation = False

@@ -137,8 +137,10 @@ class Loaders:
     def _loader(
         self, fetch: Callable[[AsyncSession, list[K]], Awaitable[Sequence[V]]]
     ) -> DataLoader[K, V]:
+        db = self.db  # not self: a loader referring to its Loaders is a reference cycle
+
         async def batch(keys: list[K]) -> Sequence[V]:
-            async with self.db.read_session() as session:
+            async with db.read_session() as session:
                 return await fetch(session, keys)
 
         return DataLoader(batch)

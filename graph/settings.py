@@ -24,6 +24,11 @@ from persistence.enums import Role
 from persistence.errors import ConfigurationError
 from persistence.settings import env_choice
 
+# Set by `migval serve` for its server processes, workers included (they inherit it):
+# they tune the cyclic garbage collector once the app is loaded (graph.app); tests and
+# other embedders keep Python's defaults.
+SERVER_PROCESS_ENV = "MIGVAL_SERVER_PROCESS"
+
 
 class Environment(StrEnum):
     DEVELOPMENT = "development"

@@ -6,6 +6,8 @@ Fixtures:
 - ``gql_raw(query, variables=None, headers=None)``: the raw ``httpx.Response``.
 - ``gql(query, variables=None, headers=None)``: the parsed JSON body; fails on a 5xx
   or a non-JSON body.
+- ``read_gql``: ``gql`` on an app serving reads through execution plans, then on one
+  never using them (parametrized).
 - ``seed``: a ``Seeder`` writing through the persistence services (fast, no HTTP).
 """
 
@@ -23,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from graph.ids import to_global_id
 from graph.schema import build_graphql_app
+from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
 from persistence.models import ValidationResult as ValidationResultRow
 from persistence.models import ValidationSession as ValidationSessionRow
@@ -170,6 +173,15 @@ def gql_raw(client: httpx.AsyncClient) -> GqlRaw:
 @pytest.fixture
 def gql(gql_raw: GqlRaw) -> Gql:
     return make_gql(gql_raw)
+
+
+@pytest.fixture(params=[PlanMode.ON, PlanMode.OFF], ids=["plans", "standard"])
+async def read_gql(request: pytest.FixtureRequest, db: DatabaseManager) -> AsyncIterator[Gql]:
+    """``gql`` on an app that serves reads through plans, or never through them."""
+    app = build_graphql_app(db, AppSettings(execution_plans=request.param))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://migval.test") as c:
+        yield make_gql(make_gql_raw(c))
 
 
 @pytest.fixture

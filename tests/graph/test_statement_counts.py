@@ -13,14 +13,10 @@ two do not share what they load).
 """
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from graph.schema import build_graphql_app
-from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
 from tests.graph.conftest import (
     Gql,
@@ -30,8 +26,6 @@ from tests.graph.conftest import (
     data_of,
     discrepancy_values,
     gid,
-    make_gql,
-    make_gql_raw,
 )
 
 DASHBOARD = """
@@ -67,15 +61,6 @@ DEEP = """
 # sessions by id (all three branches ask for the same sessions: the loader's cache
 # answers the later ones), results by id, latest result.
 DEEP_STATEMENTS = 8
-
-
-@pytest.fixture(params=[PlanMode.ON, PlanMode.OFF], ids=["plans", "standard"])
-async def read_gql(request: pytest.FixtureRequest, db: DatabaseManager) -> AsyncIterator[Gql]:
-    """``gql`` on an app that serves reads through plans, or never through them."""
-    app = build_graphql_app(db, AppSettings(execution_plans=request.param))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://migval.test") as c:
-        yield make_gql(make_gql_raw(c))
 
 
 async def _seed_dashboard(seed: Seeder, start: int, stop: int) -> list[Seeded]:
