@@ -11,8 +11,8 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -42,6 +42,11 @@ _UNSTORABLE_TEXT = "strings must not contain NUL (U+0000) or unpaired surrogates
 # "cannot connect now" (starting up or shutting down).
 _CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 _RETRYABLE_BUSY_SQLSTATES = frozenset({"53300"})  # too many connections
+_QUERY_CANCELED = "57014"
+_CANCELED = (
+    "the database canceled the statement (statement timeout, DB_STATEMENT_TIMEOUT_MS, "
+    "or an administrator); nothing was written, retry later"
+)
 # asyncpg raises its own exceptions while connecting (SQLAlchemy does not wrap them).
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     exc.DBAPIError,
@@ -121,20 +126,12 @@ class DatabaseManager:
                 raise
             raise ServiceUnavailable("database", "database unavailable; retry later") from error
         try:
-            conn = await raw.execution_options(**options)
-            async with AsyncSession(bind=conn, expire_on_commit=False) as session:
-                if self.dialect == "postgresql":
-                    session.info[DRIVER_READS] = conn
-                yield session
-        except _READ_ERRORS as error:
-            if _unstorable_text(error):  # NUL or a lone surrogate in a lookup value
-                raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
-            if not isinstance(error, DATABASE_ERRORS):
-                raise
-            # A connection lost mid-read: nothing was written, so retrying is safe.
-            if classify(error) == "fatal":
-                raise
-            raise ServiceUnavailable("database", "database unavailable; retry later") from error
+            with read_errors():
+                conn = await raw.execution_options(**options)
+                async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                    if self.dialect == "postgresql":
+                        session.info[DRIVER_READS] = conn
+                    yield session
         finally:
             await raw.close()
 
@@ -203,6 +200,8 @@ class DatabaseManager:
             except _READ_ERRORS as error:
                 if _unstorable_text(error):  # e.g. NUL in a requestId looked up
                     raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
+                if _canceled(error) and not committing:
+                    raise ServiceUnavailable("database", _CANCELED) from error
                 if not isinstance(error, DATABASE_ERRORS) or classify(error) == "fatal":
                     raise
                 if committing and is_disconnect(error):
@@ -300,6 +299,30 @@ def is_disconnect(error: BaseException) -> bool:
             return True
         current = getattr(current, "orig", None) or current.__cause__
     return False
+
+
+@contextmanager
+def read_errors() -> Iterator[None]:
+    """What a read session reports for errors raised while reading: NUL or a lone
+    surrogate in a lookup value is a ValidationFailed; a lost or unusable connection is
+    ServiceUnavailable (nothing was written, so retrying is safe)."""
+    try:
+        yield
+    except _READ_ERRORS as error:
+        if _unstorable_text(error):
+            raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
+        if _canceled(error):
+            raise ServiceUnavailable("database", _CANCELED) from error
+        if not isinstance(error, DATABASE_ERRORS) or classify(error) == "fatal":
+            raise
+        raise ServiceUnavailable("database", "database unavailable; retry later") from error
+
+
+def _canceled(error: BaseException) -> bool:
+    """PostgreSQL canceled the statement: DB_STATEMENT_TIMEOUT_MS passed (waiting for a
+    lock, say) or an administrator canceled it. Not retried here (the same wait may
+    recur), but the transaction was rolled back, so the client may retry."""
+    return _sqlstate(error) == _QUERY_CANCELED
 
 
 def _unstorable_text(error: BaseException) -> bool:

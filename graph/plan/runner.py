@@ -3,7 +3,9 @@ values written straight into the response dictionaries.
 
 Each level gathers the keys of all its relations per loader and calls that loader's
 batch function once with the distinct keys (the function a DataLoader would call, so
-the same statement), without a future per key. Anything standard
+the same statement), without a future per key; the batches run one after the other
+on one read session (``Loaders.one_session``: one connection checkout per run, not one
+per batch). Anything standard
 execution would answer with an error (a null in a non-null field, a value a scalar
 refuses, a missing role, bad arguments) raises ``Unsupported`` or the original
 exception: the caller then falls back to standard execution, which produces the error.
@@ -57,6 +59,7 @@ class _Job:
     keys: list[Any]  # per parent; None: no row (nullable foreign key)
     arguments: dict[str, Any]
     loader: DataLoader[Any, Any]
+    standard: DataLoader[Any, Any]  # the loader standard execution reads these keys with
     blank: tuple[int, ...] = ()  # verify mode: columns a narrow read would not return
 
 
@@ -78,20 +81,21 @@ async def run_plan(
         raise Unsupported
     data = plan.root.template.copy()
     levels = [_Level(plan.root, [None], [data])]
-    while levels:
-        jobs: list[_Job] = []
-        for level in levels:
-            _fill_leaves(level)
-            for relation in level.plan.relations:
-                jobs.append(_start(relation, level, variables, schema, context))
-        if not jobs:
-            break
-        loaded = await _load(jobs, loads)
-        merged: dict[int, _Level] = {}
-        for job in jobs:
-            found = loaded[id(job.loader)]
-            _attach(job, [found[key] for key in job.keys if key is not None], merged)
-        levels = [level for level in merged.values() if level.rows]
+    async with context.loaders.one_session():
+        while levels:
+            jobs: list[_Job] = []
+            for level in levels:
+                _fill_leaves(level)
+                for relation in level.plan.relations:
+                    jobs.append(_start(relation, level, variables, schema, context))
+            if not jobs:
+                break
+            loaded = await _load(jobs, loads)
+            merged: dict[int, _Level] = {}
+            for job in jobs:
+                found = loaded[id(job.loader)]
+                _attach(job, [found[key] for key in job.keys if key is not None], merged)
+            levels = [level for level in merged.values() if level.rows]
     return data
 
 
@@ -121,38 +125,44 @@ def _start(
             parent_id = getattr(row, parent)
             keys.append(None if parent_id is None else fetch.key(parent_id, arguments))
     loaders, columns = context.loaders, relation.columns
+    standard = fetch.loader(loaders)
     if fetch.narrow is None or columns is None:
-        return _Job(relation, level.outs, keys, arguments, fetch.loader(loaders))
+        return _Job(relation, level.outs, keys, arguments, standard, standard)
     if context.plan_mode is not PlanMode.VERIFY:
-        return _Job(relation, level.outs, keys, arguments, loaders.narrow(fetch.narrow, columns))
+        narrow = loaders.narrow(fetch.narrow, columns)
+        return _Job(relation, level.outs, keys, arguments, narrow, standard)
     # Verify mode reads whole rows, shared with standard execution (one snapshot, no
     # second read), and blanks what the narrow read would not return: a column the
     # plan forgot still shows up as a difference.
     blank = tuple(i for i, c in enumerate(ROW_COLUMNS[fetch.target]) if c not in columns)
-    return _Job(relation, level.outs, keys, arguments, fetch.loader(loaders), blank)
+    return _Job(relation, level.outs, keys, arguments, standard, standard, blank)
 
 
 async def _load(jobs: Sequence[_Job], loads: Loads) -> dict[int, dict[Any, Any]]:
     """Per loader (by id): its value for each key the jobs need, one batch each."""
-    wanted: dict[int, tuple[DataLoader[Any, Any], dict[Any, None]]] = {}
+    wanted: dict[int, tuple[_Job, dict[Any, None]]] = {}
     for job in jobs:
-        keys = wanted.setdefault(id(job.loader), (job.loader, {}))[1]
+        keys = wanted.setdefault(id(job.loader), (job, {}))[1]
         keys.update(dict.fromkeys(key for key in job.keys if key is not None))
-    batches = [(ident, list(keys), loader) for ident, (loader, keys) in wanted.items()]
-    results = await asyncio.gather(*(_batch(loader, k, loads) for _, k, loader in batches))
+    batches = [(ident, list(keys), job) for ident, (job, keys) in wanted.items()]
+    # One after the other: they share the run's read session (Loaders.one_session).
+    results = [await _batch(job, k, loads) for _, k, job in batches]
     return {
         ident: dict(zip(keys, values, strict=True))
         for (ident, keys, _), values in zip(batches, results, strict=True)
     }
 
 
-async def _batch(loader: DataLoader[Any, Any], keys: list[Any], loads: Loads) -> Sequence[Any]:
+async def _batch(job: _Job, keys: list[Any], loads: Loads) -> Sequence[Any]:
     if not keys:
         return []
+    loader = job.loader
     try:
         values = await loader.load_fn(keys)
     except Exception as error:
         loads.append((loader, keys, error))
+        if job.standard is not loader:  # a narrow read failed: so would the whole row
+            loads.append((job.standard, keys, error))
         raise
     if any(isinstance(value, BaseException) for value in values):
         raise Unsupported  # a per-key error: standard execution reports it

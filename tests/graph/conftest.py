@@ -241,10 +241,12 @@ def _driver_in_transaction(conn: Connection) -> bool:
 class StatementLog:
     texts: list[str] = field(default_factory=list)
     in_transaction: list[bool] = field(default_factory=list)
+    checkouts: int = 0  # connections taken from the pool
 
     def clear(self) -> None:
         self.texts.clear()
         self.in_transaction.clear()
+        self.checkouts = 0
 
     @property
     def count(self) -> int:
@@ -273,10 +275,15 @@ def statements(db: DatabaseManager) -> Iterator[StatementLog]:
     def after(conn: Connection, *_args: Any) -> None:
         log.in_transaction.append(_driver_in_transaction(conn))
 
+    def checkout(*_args: Any) -> None:
+        log.checkouts += 1
+
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
+    event.listen(engine, "checkout", checkout)
     try:
         yield log
     finally:
+        event.remove(engine, "checkout", checkout)
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)

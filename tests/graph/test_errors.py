@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -291,3 +292,27 @@ async def test_query_with_no_free_connection_is_service_unavailable(
     error = only_error(response.json())
     assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert error["extensions"]["retryable"] is True
+
+
+@pytest.mark.postgres_only
+async def test_statement_timeout_is_service_unavailable_and_writes_nothing(
+    db_factory: DbFactoryLike, database_url: str
+) -> None:
+    """A statement PostgreSQL cancels (DB_STATEMENT_TIMEOUT_MS passed behind a lock) is
+    a typed, retryable SERVICE_UNAVAILABLE, for a read and for a write; not a masked
+    internal error, and the write left nothing behind."""
+    impatient = db_factory(statement_timeout_ms=200)
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        async with app_client(impatient) as gql_raw:
+            async with admin.transaction():
+                await admin.execute("LOCK TABLE validation_sessions IN ACCESS EXCLUSIVE MODE")
+                read = checked(await gql_raw(COUNT)).json()
+                write = checked(await gql_raw(CREATE)).json()
+            assert data_of((await gql_raw(COUNT)).json()) == {"sessions": {"totalCount": 0}}
+    finally:
+        await admin.close()
+    for body in (read, write):
+        error = only_error(body)
+        assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE", error
+        assert "statement timeout" in error["message"]

@@ -11,19 +11,23 @@ each is sent to an app with plans on and to one with plans off: the HTTP bodies 
 be identical.
 """
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from graphql import parse
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from graph.plan.compiler import compile_plan
 from graph.plan.extension import MISMATCHES, PLANS, STATS
 from graph.schema import build_graphql_app, schema
 from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
+from tests.conftest import DbFactory
 from tests.graph.conftest import Seeder, StatementLog, data_of, discrepancy_values
 from tests.graph.test_statement_counts import DASHBOARD, DASHBOARD_STATEMENTS
 from tests.reliability.test_fuzz import examples
@@ -309,3 +313,46 @@ async def test_generated_documents_answer_identically(
         assert planned.content == standard.content, query
     # most of them were really served by plans (the rest fell back: bad cursors)
     assert STATS["planned"] - before >= len(DOCUMENTS) // 2
+
+
+@pytest.mark.postgres_only
+async def test_a_failed_batch_is_reported_as_standard_execution_reports_it(
+    db_factory: DbFactory, database_url: str, seed: Seeder
+) -> None:
+    """A plan's batch that fails on the run's shared read session (here: a statement
+    timeout behind a table lock) gives the answer standard execution gives, and the
+    fallback does not read it again (a read is not retried behind the client's back)."""
+    for i in range(2):
+        await seed.full(f"locked-{i}", n_discrepancies=2, n_tests=1)
+    impatient = db_factory(statement_timeout_ms=300)
+    texts: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        texts.append(statement)
+
+    event.listen(impatient.engine.sync_engine, "before_cursor_execute", before)
+    bodies: dict[PlanMode, bytes] = {}
+    reads: dict[PlanMode, int] = {}
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        async with admin.transaction():
+            await admin.execute("LOCK TABLE validation_discrepancies IN ACCESS EXCLUSIVE MODE")
+            for mode in (PlanMode.ON, PlanMode.OFF):
+                app = build_graphql_app(impatient, AppSettings(execution_plans=mode))
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    texts.clear()
+                    response = await _post(client, DASHBOARD)
+                assert response.status_code == 200
+                bodies[mode] = response.content
+                reads[mode] = sum("validation_discrepancies" in t for t in texts)
+    finally:
+        await admin.close()
+        event.remove(impatient.engine.sync_engine, "before_cursor_execute", before)
+
+    assert bodies[PlanMode.ON] == bodies[PlanMode.OFF]
+    errors = json.loads(bodies[PlanMode.ON])["errors"]
+    assert errors
+    assert {e["extensions"]["code"] for e in errors} == {"SERVICE_UNAVAILABLE"}
+    assert {e["path"][-1] for e in errors} == {"discrepancies"}
+    assert reads == {PlanMode.ON: 1, PlanMode.OFF: 1}

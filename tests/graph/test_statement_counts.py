@@ -15,8 +15,11 @@ two do not share what they load).
 import re
 from typing import Any
 
+import httpx
 import pytest
 
+from graph.schema import build_graphql_app
+from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
 from tests.graph.conftest import (
     Gql,
@@ -26,6 +29,8 @@ from tests.graph.conftest import (
     data_of,
     discrepancy_values,
     gid,
+    make_gql,
+    make_gql_raw,
 )
 
 DASHBOARD = """
@@ -117,6 +122,27 @@ async def test_dashboard_statement_count_does_not_grow_with_rows(
     assert sum(t.lstrip().lower().startswith("select count(") for t in large_texts) == 1
     from_sessions = re.compile(r"\sFROM validation_sessions\b", re.I)
     assert sum(bool(from_sessions.search(t)) for t in large_texts) == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "checkouts"),
+    # plans: every batch on one read session; standard execution: one per loader batch
+    # (count and page share the root listing's batch)
+    [(PlanMode.ON, 1), (PlanMode.OFF, DASHBOARD_STATEMENTS - 1)],
+    ids=["plans", "standard"],
+)
+async def test_dashboard_connection_checkouts(
+    db: DatabaseManager, seed: Seeder, statements: StatementLog, mode: PlanMode, checkouts: int
+) -> None:
+    await _seed_dashboard(seed, 0, 3)
+    app = build_graphql_app(db, AppSettings(execution_plans=mode))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://migval.test") as c:
+        gql = make_gql(make_gql_raw(c))
+        data = await _measure(gql, statements, DASHBOARD)
+    assert len(data["sessions"]["edges"]) == 3
+    assert statements.count == DASHBOARD_STATEMENTS
+    assert statements.checkouts == checkouts
 
 
 async def test_node_statement_counts(read_gql: Gql, seed: Seeder, statements: StatementLog) -> None:
