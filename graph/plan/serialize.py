@@ -41,19 +41,28 @@ _FAST: dict[str, Serialize] = {
 }
 
 
-def _memoized(serialize: Serialize) -> Serialize:
-    names: dict[Any, Any] = {}
+class _EnumNames:
+    """An enum serializer memoized per value (``names``: value -> name, never empty;
+    generated writers look names up inline and call this only on a miss)."""
 
-    def enum_name(value: Any) -> Any:
+    __slots__ = ("names", "serialize")
+
+    def __init__(self, serialize: Serialize) -> None:
+        self.serialize = serialize
+        self.names: dict[Any, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
         try:
-            return names[value]
+            return self.names[value]
         except KeyError:
-            name = names[value] = serialize(value)
+            name = self.names[value] = self.serialize(value)
             return name
         except TypeError:  # unhashable: not an enum member; let graphql-core judge
-            return serialize(value)
+            return self.serialize(value)
 
-    return enum_name
+
+def _memoized(serialize: Serialize) -> Serialize:
+    return _EnumNames(serialize)
 
 
 # (response key, row column position, serializer, non-null) of one leaf
@@ -82,6 +91,11 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
         name = f"s{i}"
         namespace[name] = serialize
         template = _INLINE.get(inline.get(serialize, ""), "{s}(v)")
+        if isinstance(serialize, _EnumNames):
+            # An enum name is never empty; unhashable values fail the lookup with a
+            # TypeError, which makes the plan give up (standard execution answers).
+            namespace[f"n{i}"] = serialize.names
+            template = f"n{i}.get(v) or {{s}}(v)"
         expression = template.format(s=name)
         body.append(f"        v = row[{int(position)}]")  # rows: the table's columns first
         if non_null:
