@@ -49,9 +49,11 @@ def tune_collector() -> None:
     """Freeze what is loaded by now (schema, metadata, libraries: it lives as long as the
     process), so the cyclic collector stops rescanning it; then collect the youngest
     generation every 10,000 net allocations instead of 700. A dashboard answer
-    allocates ~20,000 objects and requests leave no reference cycles
+    allocates ~20,000 objects, and a planned read leaves nothing to collect
     (tests/graph/test_reference_cycles.py): the default ran ~7 collections per request
-    that found nothing to free (~1 ms of CPU)."""
+    that found nothing (~1 ms of CPU). What does make cycles (graphql-core's executor
+    in standard execution, exceptions with their tracebacks on error paths) is
+    collected at the next run, every 10,000 allocations at most."""
     gc.collect()
     gc.freeze()
     _young, middle, old = gc.get_threshold()

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -137,10 +138,12 @@ class QueryLimits(SchemaExtension):
         # graphql-core's max_tokens counts comments too, so they cannot pad a document.
         context.parse_options["max_tokens"] = self.settings.max_tokens
         context.validation_rules = (*context.validation_rules, _LimitsRule)
-        # The rule reports back to this operation's extension. Not a class per request
-        # holding it: a class is a reference cycle, which kept every response alive
-        # until the cyclic garbage collector ran.
-        token = _OPERATION.set(self)
+        # The rule reports back to this operation's extension, found by a weak
+        # reference: graphql-core's validation rules sit in reference cycles (with
+        # their validation context), and so did a class made per request; whatever
+        # they hold strongly (the request, its variables, its response) lived until
+        # the cyclic garbage collector ran. Tasks started meanwhile copy the variable.
+        token = _OPERATION.set(weakref.ref(self))
         try:
             yield
         finally:
@@ -196,7 +199,7 @@ class QueryLimits(SchemaExtension):
 
 
 # The QueryLimits extension of the operation being validated (set by on_operation).
-_OPERATION: ContextVar[QueryLimits] = ContextVar("migval_query_limits")
+_OPERATION: ContextVar[weakref.ref[QueryLimits]] = ContextVar("migval_query_limits")
 
 
 def _set_code(error: GraphQLError, code: str, **extra: Any) -> None:
@@ -210,14 +213,23 @@ class _LimitsRule(ValidationRule):
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        self.extension = _OPERATION.get()
+        self._extension = _OPERATION.get()  # weak: this rule outlives the request
         self.crossed: list[bool] = []  # per enclosing field: a list on the way down?
         self.keys: list[str] = []
         self.in_operation = False
-        execution = self.extension.execution_context
-        self.variables = execution.variables or {}
-        self.operation_name = execution.operation_name
+        self.operation_name = self.extension.execution_context.operation_name
         self.defaults = self._variable_defaults()
+
+    @property
+    def extension(self) -> QueryLimits:
+        extension = self._extension()
+        if extension is None:  # validation runs inside the operation that set it
+            raise RuntimeError("query limits rule used after its operation")
+        return extension
+
+    @property
+    def variables(self) -> Mapping[str, Any]:
+        return self.extension.execution_context.variables or {}
 
     def enter_operation_definition(self, *_args: Any) -> None:
         self.in_operation = True

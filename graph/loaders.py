@@ -3,6 +3,7 @@ on its own short read session: batches run as concurrent tasks and must not shar
 session (see ARCHITECTURE.md). The exception is ``Loaders.one_session``: an execution
 plan runs its batches one after the other in one task, on one session."""
 
+import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -61,13 +62,14 @@ class PageKey(Generic[F, Ord]):
 
 class _Shared:
     """The read session batches share inside ``Loaders.one_session`` (opened by the
-    first batch that reads; ``scope`` is None outside)."""
+    first batch that reads; ``scope`` is None outside), and the task that may use it."""
 
-    __slots__ = ("scope", "session")
+    __slots__ = ("scope", "session", "task")
 
     def __init__(self) -> None:
         self.scope: AsyncExitStack | None = None
         self.session: AsyncSession | None = None
+        self.task: asyncio.Task[Any] | None = None
 
 
 class Loaders:
@@ -155,7 +157,7 @@ class Loaders:
         db, shared = self.db, self._shared
 
         async def batch(keys: list[K]) -> Sequence[V]:
-            if shared.scope is None:
+            if shared.scope is None or asyncio.current_task() is not shared.task:
                 async with db.read_session() as session:
                     return await fetch(session, keys)
             if shared.session is None:
@@ -169,15 +171,17 @@ class Loaders:
     async def one_session(self) -> AsyncIterator[None]:
         """Batches called in this scope share one read session, opened by the first and
         closed at the end: one connection checkout per plan run instead of one per
-        batch (~0.2 ms of CPU each). The caller runs them one after the other, in one
-        task, and calls nothing else that reads through these loaders meanwhile."""
+        batch (~0.2 ms of CPU each). Only the calling task's batches share it, one after
+        the other; any other task's batch still opens its own session."""
         shared = self._shared
+        if shared.scope is not None:
+            raise RuntimeError("Loaders.one_session is not reentrant")
         async with AsyncExitStack() as scope:
-            shared.scope = scope
+            shared.scope, shared.task = scope, asyncio.current_task()
             try:
                 yield
             finally:
-                shared.scope = shared.session = None
+                shared.scope = shared.session = shared.task = None
 
 
 async def _discrepancy_pages(

@@ -189,35 +189,42 @@ class _Compiler:
         """Fields by response key in first-seen order, as graphql-core collects them."""
         fields: dict[str, list[FieldNode]] = {}
         visited: set[str] = set()
-
-        def walk(selection_set: SelectionSetNode | None) -> None:
-            if selection_set is None:
-                raise Unsupported
-            for selection in selection_set.selections:
-                if selection.directives:
-                    raise Unsupported
-                if isinstance(selection, FieldNode):
-                    key = (selection.alias or selection.name).value
-                    fields.setdefault(key, []).append(selection)
-                elif isinstance(selection, InlineFragmentNode):
-                    if self.applies(selection.type_condition, type_):
-                        walk(selection.selection_set)
-                elif isinstance(selection, FragmentSpreadNode):
-                    name = selection.name.value
-                    if name in visited:
-                        continue
-                    visited.add(name)
-                    fragment = self.fragments.get(name)
-                    if fragment is None or fragment.directives:
-                        raise Unsupported
-                    if self.applies(fragment.type_condition, type_):
-                        walk(fragment.selection_set)
-                else:
-                    raise Unsupported
-
         for selection_set in selection_sets:
-            walk(selection_set)
+            self._walk(selection_set, type_, fields, visited)
         return fields
+
+    def _walk(
+        self,
+        selection_set: SelectionSetNode | None,
+        type_: GraphQLObjectType,
+        fields: dict[str, list[FieldNode]],
+        visited: set[str],
+    ) -> None:
+        # A method, not a closure calling itself: that would be a reference cycle per
+        # compiled document.
+        if selection_set is None:
+            raise Unsupported
+        for selection in selection_set.selections:
+            if selection.directives:
+                raise Unsupported
+            if isinstance(selection, FieldNode):
+                key = (selection.alias or selection.name).value
+                fields.setdefault(key, []).append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                if self.applies(selection.type_condition, type_):
+                    self._walk(selection.selection_set, type_, fields, visited)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in visited:
+                    continue
+                visited.add(name)
+                fragment = self.fragments.get(name)
+                if fragment is None or fragment.directives:
+                    raise Unsupported
+                if self.applies(fragment.type_condition, type_):
+                    self._walk(fragment.selection_set, type_, fields, visited)
+            else:
+                raise Unsupported
 
     def applies(self, condition: Any, type_: GraphQLObjectType) -> bool:
         if condition is None:

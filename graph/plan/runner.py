@@ -34,6 +34,7 @@ from graph.plan.compiler import (
 from graph.plan.serialize import serializer
 from graph.settings import PlanMode
 from persistence.driver_reads import row_type
+from persistence.errors import ServiceUnavailable, ValidationFailed
 from persistence.pagination import Page, encode_cursor
 from persistence.records import Record
 
@@ -41,6 +42,11 @@ Out = dict[str, Any]
 # Batches a run loaded: (loader, keys, values in key order or the batch's error).
 Loads = list[tuple[DataLoader[Any, Any], list[Any], Sequence[Any] | Exception]]
 _int = serializer(GraphQLInt)
+# Errors of a read that do not depend on the columns it reads (an unreachable or busy
+# database, a canceled statement, an unstorable lookup value): a failed narrow batch
+# with one of these is cached as failed for standard execution too. Anything else (a
+# bug in a narrow statement, say) is left for its whole-row read to meet or not.
+_NOT_OF_COLUMNS = (ServiceUnavailable, ValidationFailed)
 
 
 @dataclass(slots=True)
@@ -161,8 +167,8 @@ async def _batch(job: _Job, keys: list[Any], loads: Loads) -> Sequence[Any]:
         values = await loader.load_fn(keys)
     except Exception as error:
         loads.append((loader, keys, error))
-        if job.standard is not loader:  # a narrow read failed: so would the whole row
-            loads.append((job.standard, keys, error))
+        if job.standard is not loader and isinstance(error, _NOT_OF_COLUMNS):
+            loads.append((job.standard, keys, error))  # the whole row's read fails alike
         raise
     if any(isinstance(value, BaseException) for value in values):
         raise Unsupported  # a per-key error: standard execution reports it
