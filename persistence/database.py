@@ -198,10 +198,7 @@ class DatabaseManager:
                     "database", "no database connection available (pool exhausted)"
                 ) from error
             except _READ_ERRORS as error:
-                if _unstorable_text(error):  # e.g. NUL in a requestId looked up
-                    raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
-                if _canceled(error) and not committing:
-                    raise ServiceUnavailable("database", _CANCELED) from error
+                _raise_refused(error, committing=committing)
                 if not isinstance(error, DATABASE_ERRORS) or classify(error) == "fatal":
                     raise
                 if committing and is_disconnect(error):
@@ -309,20 +306,23 @@ def read_errors() -> Iterator[None]:
     try:
         yield
     except _READ_ERRORS as error:
-        if _unstorable_text(error):
-            raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
-        if _canceled(error):
-            raise ServiceUnavailable("database", _CANCELED) from error
+        _raise_refused(error)
         if not isinstance(error, DATABASE_ERRORS) or classify(error) == "fatal":
             raise
         raise ServiceUnavailable("database", "database unavailable; retry later") from error
 
 
-def _canceled(error: BaseException) -> bool:
-    """PostgreSQL canceled the statement: DB_STATEMENT_TIMEOUT_MS passed (waiting for a
-    lock, say) or an administrator canceled it. Not retried here (the same wait may
-    recur), but the transaction was rolled back, so the client may retry."""
-    return _sqlstate(error) == _QUERY_CANCELED
+def _raise_refused(error: BaseException, *, committing: bool = False) -> None:
+    """Errors a read and a write report alike, never retried here: a string the driver
+    cannot store (NUL or a lone surrogate, e.g. in a requestId looked up) is a
+    ValidationFailed; a statement PostgreSQL canceled (DB_STATEMENT_TIMEOUT_MS passed,
+    waiting for a lock say, or an administrator) is ServiceUnavailable: the same wait
+    may recur, but nothing was written, so the client may retry (not so for a COMMIT
+    in flight: ``committing``)."""
+    if _unstorable_text(error):
+        raise ValidationFailed(None, _UNSTORABLE_TEXT) from None
+    if _sqlstate(error) == _QUERY_CANCELED and not committing:
+        raise ServiceUnavailable("database", _CANCELED) from error
 
 
 def _unstorable_text(error: BaseException) -> bool:

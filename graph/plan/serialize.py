@@ -27,7 +27,7 @@ def serializer(type_: GraphQLScalarType | GraphQLEnumType) -> Serialize:
     if fast is not None:
         return fast
     if isinstance(type_, GraphQLEnumType):
-        return _memoized(type_.serialize)
+        return _EnumNames(type_.serialize)
     return type_.serialize
 
 
@@ -59,10 +59,6 @@ class _EnumNames:
             return name
         except TypeError:  # unhashable: not an enum member; let graphql-core judge
             return self.serialize(value)
-
-
-def _memoized(serialize: Serialize) -> Serialize:
-    return _EnumNames(serialize)
 
 
 # (response key, row column position, serializer, non-null) of one leaf

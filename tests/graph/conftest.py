@@ -13,6 +13,7 @@ Fixtures:
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -131,7 +132,16 @@ class Seeder:
 
 @pytest.fixture
 async def client(db: DatabaseManager) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_graphql_app(db))
+    async with app_client(db) as c:
+        yield c
+
+
+@asynccontextmanager
+async def app_client(
+    db: DatabaseManager, settings: AppSettings | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on ``build_graphql_app(db, settings)``."""
+    transport = httpx.ASGITransport(app=build_graphql_app(db, settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://migval.test") as c:
         yield c
 
@@ -178,9 +188,7 @@ def gql(gql_raw: GqlRaw) -> Gql:
 @pytest.fixture(params=[PlanMode.ON, PlanMode.OFF], ids=["plans", "standard"])
 async def read_gql(request: pytest.FixtureRequest, db: DatabaseManager) -> AsyncIterator[Gql]:
     """``gql`` on an app that serves reads through plans, or never through them."""
-    app = build_graphql_app(db, AppSettings(execution_plans=request.param))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://migval.test") as c:
+    async with app_client(db, AppSettings(execution_plans=request.param)) as c:
         yield make_gql(make_gql_raw(c))
 
 

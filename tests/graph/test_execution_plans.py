@@ -28,7 +28,7 @@ from graph.schema import build_graphql_app, schema
 from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
 from tests.conftest import DbFactory
-from tests.graph.conftest import Seeder, StatementLog, data_of, discrepancy_values
+from tests.graph.conftest import Seeder, StatementLog, app_client, data_of, discrepancy_values
 from tests.graph.test_statement_counts import DASHBOARD, DASHBOARD_STATEMENTS
 from tests.reliability.test_fuzz import examples
 
@@ -338,9 +338,8 @@ async def test_a_failed_batch_is_reported_as_standard_execution_reports_it(
         async with admin.transaction():
             await admin.execute("LOCK TABLE validation_discrepancies IN ACCESS EXCLUSIVE MODE")
             for mode in (PlanMode.ON, PlanMode.OFF):
-                app = build_graphql_app(impatient, AppSettings(execution_plans=mode))
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                settings = AppSettings(execution_plans=mode)
+                async with app_client(impatient, settings) as client:
                     texts.clear()
                     response = await _post(client, DASHBOARD)
                 assert response.status_code == 200

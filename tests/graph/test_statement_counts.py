@@ -15,10 +15,8 @@ two do not share what they load).
 import re
 from typing import Any
 
-import httpx
 import pytest
 
-from graph.schema import build_graphql_app
 from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
 from tests.graph.conftest import (
@@ -26,6 +24,7 @@ from tests.graph.conftest import (
     Seeded,
     Seeder,
     StatementLog,
+    app_client,
     data_of,
     discrepancy_values,
     gid,
@@ -135,9 +134,7 @@ async def test_dashboard_connection_checkouts(
     db: DatabaseManager, seed: Seeder, statements: StatementLog, mode: PlanMode, checkouts: int
 ) -> None:
     await _seed_dashboard(seed, 0, 3)
-    app = build_graphql_app(db, AppSettings(execution_plans=mode))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://migval.test") as c:
+    async with app_client(db, AppSettings(execution_plans=mode)) as c:
         gql = make_gql(make_gql_raw(c))
         data = await _measure(gql, statements, DASHBOARD)
     assert len(data["sessions"]["edges"]) == 3
