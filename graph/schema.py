@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.types import ExecutionContext
 
+from graph import variables
 from graph.audit_queries import AuditQuery
 from graph.auth import Authenticator, RequestRefused, Unauthenticated, refusal_response
 from graph.context import Context
@@ -57,6 +58,10 @@ class Mutation(SessionMutations, ResultMutations, DiscrepancyMutations):
 
 
 class MigvalSchema(strawberry.Schema):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        variables.install()  # valid variable values coerced by built code
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:

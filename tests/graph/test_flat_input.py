@@ -9,15 +9,10 @@ from typing import Any
 
 import pytest
 from graphql import (
-    GraphQLEnumType,
     GraphQLInputObjectType,
-    GraphQLList,
-    GraphQLNonNull,
     coerce_input_value,
-    get_nullable_type,
 )
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from strawberry.types.arguments import convert_argument
 from strawberry.types.base import get_object_definition
 
@@ -28,6 +23,7 @@ from graph.mutations.results import (
     RecordValidationResultInput,
 )
 from graph.schema import schema
+from tests.graph.input_values import client_values
 
 FLAT = [
     DiscrepancyInput,
@@ -35,43 +31,6 @@ FLAT = [
     RecordValidationResultInput,
     RecordBehavioralTestResultsInput,
 ]
-
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=8,
-)
-# What a client may send for each kind of GraphQL input field.
-BY_KIND: dict[str, st.SearchStrategy[Any]] = {
-    "String": st.text(),
-    "ID": st.text(),
-    "Float": st.floats(allow_nan=False, allow_infinity=False),
-    "JSON": JSON_VALUES,
-}
-
-
-def _client_values(type_name: str) -> st.SearchStrategy[dict[str, Any]]:
-    """Input objects of ``type_name`` as a client sends them: required fields always,
-    optional ones omitted, null or set."""
-    graphql_type = schema._schema.get_type(type_name)
-    assert isinstance(graphql_type, GraphQLInputObjectType)
-    required: dict[str, st.SearchStrategy[Any]] = {}
-    optional: dict[str, st.SearchStrategy[Any]] = {}
-    for name, field in graphql_type.fields.items():
-        nullable = not isinstance(field.type, GraphQLNonNull)
-        strategy = _values_of(get_nullable_type(field.type))
-        (optional if nullable else required)[name] = st.none() | strategy if nullable else strategy
-    return st.fixed_dictionaries(required, optional=optional)
-
-
-def _values_of(graphql_type: Any) -> st.SearchStrategy[Any]:
-    if isinstance(graphql_type, GraphQLList):  # lists of input objects: a few items
-        return st.lists(_values_of(get_nullable_type(graphql_type.of_type)), max_size=3)
-    if isinstance(graphql_type, GraphQLInputObjectType):
-        return _client_values(graphql_type.name)
-    if isinstance(graphql_type, GraphQLEnumType):
-        return st.sampled_from(sorted(graphql_type.values))
-    return BY_KIND[graphql_type.name]
 
 
 @contextmanager
@@ -106,7 +65,7 @@ def test_flat_input_builds_what_strawberry_builds(cls: type) -> None:
     type_name = get_object_definition(cls, strict=True).name
 
     @settings(max_examples=150, deadline=None, database=None)
-    @given(_client_values(type_name))
+    @given(client_values(type_name))
     def check(client_value: dict[str, Any]) -> None:
         flat = _convert(cls, client_value)
         with strawberry_default():
