@@ -169,7 +169,7 @@ def _check_str(length: int | None, value: Any) -> str:
         raise _Invalid(f"must be at most {length} characters")
     if "\x00" in value:
         raise _Invalid("must not contain NUL characters")
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):  # ASCII: no search needed
         raise _Invalid("must be valid Unicode (no unpaired surrogates)")
     return value
 

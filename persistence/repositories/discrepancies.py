@@ -1,10 +1,12 @@
 """SQL for validation_discrepancies, including bulk insert and resolution updates."""
 
 import json
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -108,12 +110,7 @@ class DiscrepancyRepository:
         whole statement."""
         if not rows:
             return 0
-        records = [
-            tuple(
-                _driver_value(name, row.get(name, BULK_DEFAULTS.get(name))) for name in BULK_COLUMNS
-            )
-            for row in rows
-        ]
+        records = [_driver_record(row) for row in rows]
         if dialect_name(self.session) == "postgresql":
             await copy_records(self.session, _TABLE.name, BULK_COLUMNS, records)
         else:
@@ -177,16 +174,35 @@ def discrepancy_conditions(f: DiscrepancyFilter) -> list[sa.ColumnElement[bool]]
     return conds
 
 
-def _driver_value(column: str, value: Any) -> Any:
-    """A bulk column's value as both drivers take it."""
-    if column == "validation_context":
-        # JSON travels as text; SQL NULL stays NULL.
-        return None if value is None else json.dumps(value)
-    if column == "severity" and value is not None:
-        return str(value)
-    if column == "confidence" and value is not None:
-        return float(value)
-    return value
+def _driver_record(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A bulk row's values as both drivers take them, in BULK_COLUMNS order: the table
+    defaults for absent columns, then the few columns that need converting (picked
+    in C, not one Python call per column: 10,000 rows x 14 columns)."""
+    values = list(_PICK_BULK({**_BULK_BASE, **row}))
+    for index, convert in _BULK_CONVERT:
+        if values[index] is not None:  # SQL NULL stays NULL
+            values[index] = convert(values[index])
+    return tuple(values)
+
+
+def _json_text(value: Any) -> str:
+    """JSON travels as text. orjson (compact, UTF-8) is several times faster than the
+    stdlib on 10,000 values; the value was checked (persistence.validation), so only
+    integers beyond 64 bits are left for the stdlib."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value)
+
+
+_PICK_BULK = operator.itemgetter(*BULK_COLUMNS)
+_BULK_BASE: dict[str, Any] = {name: BULK_DEFAULTS.get(name) for name in BULK_COLUMNS}
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "validation_context": _json_text,
+    "severity": str,  # the enum member's value
+    "confidence": float,
+}
+_BULK_CONVERT = tuple((BULK_COLUMNS.index(name), f) for name, f in _CONVERTERS.items())
 
 
 def _c(name: str) -> sa.Column[Any]:

@@ -502,6 +502,7 @@ async def test_bulk_insert_json_round_trip(db: DatabaseManager) -> None:
         {},
         "plain string",
         42,
+        {"beyond 64 bits": 2**70, "lowest int64": -(2**63)},  # orjson refuses the first
     ]
     items = [discrepancy_input(i, validation_context=c) for i, c in enumerate(contexts)]
     await ResultService(db).record(sid, result_input(), items)
