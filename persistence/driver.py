@@ -9,7 +9,7 @@ mid-statement closes the socket and has the pool replace the connection.
 Used for fixed reads (persistence.driver_reads) and for bulk COPY (``copy_records``).
 """
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import exc
@@ -53,10 +53,13 @@ async def on_driver(
 
 
 async def copy_records(
-    session: AsyncSession, table: str, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
+    session: AsyncSession, table: str, columns: Sequence[str], records: Iterable[tuple[Any, ...]]
 ) -> None:
     """COPY ``records`` into ``table`` (binary format) inside the session's
-    transaction, on PostgreSQL."""
+    transaction, on PostgreSQL. asyncpg sends each 512 KB of encoded rows as it fills,
+    so a generator's work overlaps the server's inserting of the rows before; an
+    exception the generator raises aborts the COPY (the transaction with it) and comes
+    out as itself (SQLAlchemy's adapter passes on what is not the driver's)."""
     conn = await session.connection()
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if not driver.is_in_transaction():

@@ -2,7 +2,7 @@
 
 import json
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import datetime
 from typing import Any
 
@@ -103,20 +103,31 @@ class DiscrepancyRepository:
             columns,
         )
 
-    async def bulk_insert(self, rows: Sequence[Mapping[str, Any]]) -> int:
+    async def bulk_insert(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Insert many rows in the caller's transaction, as the raw-driver floors of
         bench/ do: one binary COPY on PostgreSQL, one executemany of plain values on
         SQLite (no per-row SQLAlchemy parameter processing). A bad row fails the
-        whole statement."""
-        if not rows:
+        whole statement. On PostgreSQL ``rows`` is consumed as COPY streams (a
+        generator's checks run while the server inserts the rows before); an
+        exception it raises aborts the COPY and comes out as itself."""
+        if isinstance(rows, Sized) and not rows:
             return 0
-        records = [_driver_record(row) for row in rows]
         if dialect_name(self.session) == "postgresql":
-            await copy_records(self.session, _TABLE.name, BULK_COLUMNS, records)
-        else:
+            count = 0
+
+            def records() -> Iterator[tuple[Any, ...]]:
+                nonlocal count
+                for row in rows:
+                    count += 1
+                    yield _driver_record(row)
+
+            await copy_records(self.session, _TABLE.name, BULK_COLUMNS, records())
+            return count
+        values = [_driver_record(row) for row in rows]
+        if values:
             conn = await self.session.connection()
-            await conn.exec_driver_sql(_SQLITE_BULK_INSERT, records)
-        return len(rows)
+            await conn.exec_driver_sql(_SQLITE_BULK_INSERT, values)
+        return len(values)
 
     async def set_resolution(
         self,

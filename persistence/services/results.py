@@ -1,6 +1,6 @@
 """Recording a validation result with its discrepancies, all or nothing."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,27 +37,32 @@ class ResultService:
         idempotency: IdempotencyRequest | None = None,
     ) -> ValidationResult | Record:
         """Store a result and up to MAX_DISCREPANCIES discrepancies in one transaction:
-        every row is validated before anything is written, and any failure leaves
-        nothing behind. The audit entry is part of the same transaction."""
+        any failure (a bad value included) leaves nothing behind. The result and the
+        session are checked first; each discrepancy as the insert takes it, so on
+        PostgreSQL the checks of one part run while the server inserts the part
+        before (COPY streams). The audit entry is part of the same transaction."""
         if len(discrepancies) > MAX_DISCREPANCIES:
             raise ValidationFailed(
                 "discrepancies", f"at most {MAX_DISCREPANCIES} per result; got {len(discrepancies)}"
             )
         _reject(result, _LINKS, "")
         result_row = check_row(RESULT_TABLE, {**result, "session_id": session_id})
-        rows = []
-        for i, item in enumerate(discrepancies):
-            prefix = f"discrepancies[{i}]."
-            _reject(item, _NOT_RECORDED, prefix)
-            rows.append(check_row(DISCREPANCY_TABLE, {**item, "session_id": session_id}, prefix))
+
+        def checked(result_id: int | None) -> Iterator[dict[str, Any]]:
+            for i, item in enumerate(discrepancies):
+                prefix = f"discrepancies[{i}]."
+                _reject(item, _NOT_RECORDED, prefix)
+                row = check_row(DISCREPANCY_TABLE, {**item, "session_id": session_id}, prefix)
+                row["result_id"] = result_id
+                yield row
 
         async def work(session: AsyncSession) -> ValidationResult | Record:
             if await SessionRepository(session).get(session_id) is None:
                 raise NotFound("session_id", f"no session with id {session_id}")
             stored = await ResultRepository(session).add(result_row)
-            for row in rows:
-                row["result_id"] = stored.id
-            count = await DiscrepancyRepository(session).bulk_insert(rows)
+            # A new generator per attempt: a retried transaction checks again.
+            rows = checked(stored.id)
+            count = await DiscrepancyRepository(session).bulk_insert(rows) if discrepancies else 0
             # The result as stored and how many discrepancies came with it (not each
             # of up to 10,000 rows: they are in the database, linked by result_id).
             await AuditRepository(session).append(

@@ -48,6 +48,7 @@ SESSIONS = metadata.tables["validation_sessions"]
 RESULTS = metadata.tables["validation_results"]
 DISCREPANCIES = metadata.tables["validation_discrepancies"]
 BEHAVIORAL = metadata.tables["behavioral_test_results"]
+AUDIT = metadata.tables["audit_log"]
 
 
 # ------------------------------------------------------------------------- helpers
@@ -388,15 +389,23 @@ async def test_record_ten_thousand_discrepancies(db: DatabaseManager) -> None:
     assert await count(db, DISCREPANCIES, DISCREPANCIES.c.confidence == 1.0) == 10_000
 
 
-async def test_record_bad_row_writes_nothing(db: DatabaseManager) -> None:
+@pytest.mark.parametrize("bad", [0, 5000, 9999])
+async def test_record_bad_row_writes_nothing(db: DatabaseManager, bad: int) -> None:
+    # On PostgreSQL rows are checked as COPY streams them: at 5000 and 9999, parts of
+    # the COPY (512 KB each) have reached the server when the check fails.
     sid = await new_session(db)
-    items = [discrepancy_input(i) for i in range(10_000)]
-    items[5000] = discrepancy_input(5000, confidence=2.0)
+    items = [discrepancy_input(i, description="d" * 400) for i in range(10_000)]
+    items[bad] = discrepancy_input(bad, confidence=2.0)
+    audited = await count(db, AUDIT)
     with pytest.raises(ValidationFailed) as info:
         await ResultService(db).record(sid, result_input(), items)
-    assert info.value.field == "discrepancies[5000].confidence"
+    assert info.value.field == f"discrepancies[{bad}].confidence"
     assert await count(db, RESULTS) == 0
     assert await count(db, DISCREPANCIES) == 0
+    assert await count(db, AUDIT) == audited
+    # The aborted COPY left no connection behind in a bad state.
+    stored = await ResultService(db).record(sid, result_input(), items[:bad])
+    assert await count(db, DISCREPANCIES, DISCREPANCIES.c.result_id == stored.id) == bad
 
 
 async def test_record_too_many_discrepancies(db: DatabaseManager) -> None:
