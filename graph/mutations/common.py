@@ -3,7 +3,7 @@ payload errors, resolving a session reference, and the idempotency request of an
 input's ``idempotencyKey``."""
 
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection, Iterator, Sequence
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -57,6 +57,26 @@ def input_values(obj: object, skip: frozenset[str] = frozenset()) -> dict[str, A
             value.value if isinstance(value, Enum) and not isinstance(value, str) else value
         )
     return values
+
+
+class InputValues(Collection[dict[str, Any]]):
+    """``input_values`` of each of ``inputs``, built as it is iterated: a bulk write's
+    service takes its rows one by one (on PostgreSQL while COPY streams the ones
+    before), so this work overlaps the database's too."""
+
+    __slots__ = ("_inputs",)
+
+    def __init__(self, inputs: Sequence[object]) -> None:
+        self._inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(input_values, self._inputs)
+
+    def __contains__(self, item: object) -> bool:
+        return any(item == values for values in self)
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -124,6 +144,7 @@ def canonical_input(value: Any) -> Any:
 __all__ = [
     "IDEMPOTENCY_KEY_DESCRIPTION",
     "REPLAYED_DESCRIPTION",
+    "InputValues",
     "attempt",
     "canonical_input",
     "idempotency_request",

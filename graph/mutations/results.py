@@ -9,6 +9,7 @@ from graph.errors import UserError
 from graph.mutations.common import (
     IDEMPOTENCY_KEY_DESCRIPTION,
     REPLAYED_DESCRIPTION,
+    InputValues,
     attempt,
     idempotency_request,
     input_values,
@@ -129,7 +130,7 @@ class ResultMutations:
         async def run() -> ValidationResultRow | Record:
             sid = await session_db_id(info.context, input.session_id, input.request_id)
             result = input_values(input, _SESSION_REF | {"discrepancies"})
-            items = [input_values(d) for d in input.discrepancies or []]
+            items = InputValues(input.discrepancies or ())
             return await ResultService(info.context.db).record(sid, result, items, key)
 
         row, errors = await attempt(run())

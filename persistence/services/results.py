@@ -1,6 +1,6 @@
 """Recording a validation result with its discrepancies, all or nothing."""
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,7 +33,7 @@ class ResultService:
         self,
         session_id: int,
         result: Mapping[str, Any],
-        discrepancies: Sequence[Mapping[str, Any]] = (),
+        discrepancies: Collection[Mapping[str, Any]] = (),
         idempotency: IdempotencyRequest | None = None,
     ) -> ValidationResult | Record:
         """Store a result and up to MAX_DISCREPANCIES discrepancies in one transaction:
