@@ -140,6 +140,18 @@ def test_json_rules(value: Any, message: str | None) -> None:
             check_value(column, value, "ctx")
 
 
+def test_json_circular_value_is_refused_not_walked_forever() -> None:
+    # Only Python callers can build one; the depth walk used to follow it endlessly.
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    loop: list[Any] = []
+    loop.append(loop)
+    column = DISCREPANCIES.c["validation_context"]
+    for value in (cycle, loop):
+        with pytest.raises(ValidationFailed, match="nested at most"):
+            check_value(column, value, "ctx")
+
+
 def test_json_size_counts_escaped_del() -> None:
     # DEL is ASCII but the stdlib escapes it (\u007f): 6 characters each.
     column = DISCREPANCIES.c["validation_context"]
