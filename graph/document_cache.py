@@ -4,9 +4,10 @@ Parsing and validating (graphql-core's rules plus the query limits) cost more CP
 than serving a planned query, and clients send the same few documents over and over.
 Only successes are cached: a document that failed to parse or validate goes through
 the whole pipeline again and gets its errors afresh. A validation's outcome depends on
-the schema, the document, the operation and the variables (``first`` can come from
-one), so all of them are in the key; requests with large variables (mutation inputs)
-are not cached.
+the schema, the document, the operation and the values of the variables it reads
+(graph.limits reads those given as ``first``; graphql-core's rules read none), so
+all of them are in the key, and no other variable: a bulk write's megabytes of input
+neither stop it from being cached nor cost an encoding per request.
 """
 
 import json
@@ -15,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-import orjson
 from graphql import DocumentNode
 
 K = TypeVar("K", bound=Hashable)
@@ -48,26 +48,28 @@ class LRU(Generic[K, V]):
 
 # (query text, token limit) -> parsed document (graphql-core never mutates it).
 PARSED: LRU[tuple[str, int], DocumentNode] = LRU()
-# (schema, query text, operation name, variables) -> the accepted operation's cost. The
-# schema object itself is in the key (not its id, which a later schema could reuse).
+# (schema, query text, operation name, read variables) -> the accepted operation's
+# cost. The schema object itself is in the key (not its id, which a later schema
+# could reuse).
 ACCEPTED: LRU[tuple[object, str, str | None, str], int] = LRU()
+# query text -> the names of the variables its validation reads (graph.limits).
+READ_VARIABLES: LRU[str, frozenset[str]] = LRU()
 
 
 def validation_key(
-    schema: object, query: str, operation: str | None, variables: dict[str, object] | None
+    schema: object,
+    query: str,
+    operation: str | None,
+    variables: dict[str, object] | None,
+    read: frozenset[str],
 ) -> tuple[object, str, str | None, str] | None:
-    """The ACCEPTED key of a request, or None when it should not be cached."""
+    """The ACCEPTED key of a request whose validation reads the variables named in
+    ``read``, or None when it should not be cached (their values are too large or
+    not JSON)."""
+    given = variables or {}
     try:
-        # Size first, with orjson: a bulk write's variables are megabytes, and stdlib
-        # json took ~20 ms to encode them only to find them too large to cache.
-        # orjson's output is not longer than the stdlib's (no spaces, UTF-8 rather
-        # than \u escapes) but for one char per NaN: at worst a missed cache entry.
-        if len(orjson.dumps(variables or {})) > MAX_VARIABLES_CHARS:
-            return None
-    except TypeError:  # orjson.JSONEncodeError included
-        pass  # the stdlib encoding below decides
-    try:
-        encoded = json.dumps(variables or {}, sort_keys=True)
+        # Absent and null differ (an absent variable takes its default).
+        encoded = json.dumps([[name, name in given, given.get(name)] for name in sorted(read)])
     except (TypeError, ValueError):
         return None
     if len(encoded) > MAX_VARIABLES_CHARS:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
+    ArgumentNode,
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -36,6 +38,7 @@ from graphql import (
     GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
+    Node,
     OperationDefinitionNode,
     OperationType,
     SchemaMetaFieldDef,
@@ -174,11 +177,16 @@ class QueryLimits(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
+        query, document = context.query, context.graphql_document
         key = (
             None
-            if context.query is None
+            if query is None or document is None
             else document_cache.validation_key(
-                context.schema, context.query, context.operation_name, context.variables
+                context.schema,
+                query,
+                context.operation_name,
+                context.variables,
+                variables_read(query, document),
             )
         )
         cost = None if key is None else document_cache.ACCEPTED.get(key)
@@ -196,6 +204,35 @@ class QueryLimits(SchemaExtension):
 
     def get_results(self) -> dict[str, Any]:
         return {"cost": self.cost} if self.accepted and self.cost is not None else {}
+
+
+def variables_read(query: str, document: DocumentNode) -> frozenset[str]:
+    """The variables whose values validation reads: those inside a ``first`` argument
+    (_LimitsRule reads no other; graphql-core's rules read none). Any argument named
+    so counts, directives' too: reading more than needed costs only cache hits."""
+    names = document_cache.READ_VARIABLES.get(query)
+    if names is None:
+        names = _first_variables(document)
+        document_cache.READ_VARIABLES.put(query, names)
+    return names
+
+
+def _first_variables(document: DocumentNode) -> frozenset[str]:
+    # A plain walk: a graphql-core Visitor refers to itself (bound methods it caches),
+    # which would leave a cycle per new document.
+    names: set[str] = set()
+    stack: list[tuple[Any, bool]] = [(document, False)]
+    while stack:
+        node, inside = stack.pop()
+        if isinstance(node, list | tuple):
+            stack.extend((child, inside) for child in node)
+        elif isinstance(node, VariableNode):
+            if inside:
+                names.add(node.name.value)
+        elif isinstance(node, Node):
+            inside = inside or (isinstance(node, ArgumentNode) and node.name.value == "first")
+            stack.extend((getattr(node, key), inside) for key in node.keys if key != "loc")
+    return frozenset(names)
 
 
 # The QueryLimits extension of the operation being validated (set by on_operation).

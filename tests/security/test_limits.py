@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from graphql import Lexer, Source, TokenKind
+from graphql import Lexer, Source, TokenKind, parse
 from starlette.types import Message, Receive, Scope, Send
 
 from graph.app import create_app
 from graph.document_cache import MAX_VARIABLES_CHARS, validation_key
-from graph.limits import LimitSettings, RequestLimits
+from graph.limits import LimitSettings, RequestLimits, _LimitsRule, variables_read
 from graph.schema import build_graphql_app
 from persistence.database import DatabaseManager
 from persistence.errors import ConfigurationError
@@ -733,22 +733,52 @@ async def test_default_body_limit_fits_a_realistic_10000_discrepancy_result() ->
     assert await call(middleware, chunks, json_type) == (200, str(len(payload)).encode())
 
 
-@pytest.mark.parametrize(
-    ("variables", "cached"),
-    [
-        pytest.param({"n": 5}, True, id="small"),
-        pytest.param({"x": float("nan")}, True, id="nan"),  # orjson would write null
-        pytest.param(
-            {"s": "é" * 2000}, False, id="escapes-over"
-        ),  # 4,000 bytes in orjson, 12,000 chars in stdlib
-        pytest.param({"s": "x" * MAX_VARIABLES_CHARS}, False, id="over"),
-        pytest.param({1: "non-str key"}, True, id="stdlib-only"),  # orjson refuses it
-    ],
-)
-def test_validation_key_caches_only_small_variables(
-    variables: dict[Any, object], cached: bool
+def test_validation_key_holds_only_the_variables_validation_reads() -> None:
+    def key(variables: dict[str, Any]) -> object:
+        return validation_key("schema", "q", None, variables, frozenset({"n"}))
+
+    bulk = {"n": 5, "input": {"s": "x" * 10 * MAX_VARIABLES_CHARS}}
+    assert key(bulk) is not None  # a bulk write's input is no reason not to cache
+    assert key(bulk) == key({"n": 5, "input": 1})
+    assert key({"n": 5}) != key({"n": 6})
+    assert key({"n": None}) != key({})  # absent takes the default, null does not
+    assert key({"n": float("nan")}) != key({"n": None})
+    assert key({"n": "x" * MAX_VARIABLES_CHARS}) is None  # too large to keep
+    assert key({"n": object()}) is None  # not JSON
+
+
+def test_variables_read_are_those_inside_first_arguments() -> None:
+    query = """
+    query($a: Int, $b: Int, $c: String, $d: Int, $e: Boolean, $f: Int) {
+      s(first: $a, filter: {requestId: $c}) @include(if: $e) {
+        nodes { results(first: $b, last: $f) { totalCount } }
+      }
+      ...F
+    }
+    fragment F on Query { t(first: $d) { totalCount } }
+    """
+    assert variables_read(query, parse(query)) == {"a", "b", "d"}
+
+
+async def test_bulk_writes_reuse_their_validation(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = validation_key("schema", "{ q }", None, variables)
-    assert (key is not None) is cached
-    if key is not None:  # the stdlib encoding, sorted: NaN stays apart from null
-        assert key[3] == json.dumps(variables, sort_keys=True)
+    """Each new input used to be validated afresh (its variables were too large to
+    key the cache with); only the variables validation reads are in the key now."""
+    measured: list[int] = []
+    leave_document = _LimitsRule.leave_document
+
+    def counting(rule: _LimitsRule, *args: Any) -> None:
+        measured.append(1)
+        leave_document(rule, *args)
+
+    monkeypatch.setattr(_LimitsRule, "leave_document", counting)
+    for i in range(3):
+        items = [{**realistic_discrepancy(j), "description": f"run {i}"} for j in range(50)]
+        variables = {"input": {"requestId": "none", "overallStatus": "REJECTED",
+                               "fidelityScore": 0.5, "summary": f"run {i}",
+                               "discrepancies": items}}  # fmt: skip
+        _, body = await post(api, RECORD, variables)
+        payload = accepted(body)["recordValidationResult"]
+        assert payload["errors"][0]["field"] == "input.requestId"  # no such session
+    assert len(measured) <= 1  # validated once at most (another test may have cached it)
