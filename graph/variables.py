@@ -121,7 +121,7 @@ def _coercer(schema: GraphQLSchema, type_: GraphQLInputType) -> Coerce | None:
     if key not in built:
         try:
             built[key] = _build(type_, frozenset(), 0)
-        except _Unsupported:
+        except Exception:  # unsupported, or a default that fails: graphql-core's job
             built[key] = None
     return built[key]
 
@@ -159,6 +159,8 @@ def _list(item: Coerce) -> Coerce:
         if not is_iterable(value):  # a single value is a list of one
             single = item(value)
             return Undefined if single is Undefined else [single]
+        if not isinstance(value, list | tuple):
+            return Undefined  # a one-shot iterator must reach graphql-core unconsumed
         out: list[Any] = []
         append = out.append
         for entry in value:

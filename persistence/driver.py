@@ -9,7 +9,7 @@ mid-statement closes the socket and has the pool replace the connection.
 Used for fixed reads (persistence.driver_reads) and for bulk COPY (``copy_records``).
 """
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import exc
@@ -59,7 +59,7 @@ async def copy_records(
     transaction, on PostgreSQL. asyncpg sends each 512 KB of encoded rows as it fills,
     so a generator's work overlaps the server's inserting of the rows before; an
     exception the generator raises aborts the COPY (the transaction with it) and comes
-    out as itself (SQLAlchemy's adapter passes on what is not the driver's)."""
+    out as itself, the connection kept."""
     conn = await session.connection()
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if not driver.is_in_transaction():
@@ -69,11 +69,30 @@ async def copy_records(
     if not driver.is_in_transaction():  # an AUTOCOMMIT connection
         raise RuntimeError("COPY needs a transaction: it would commit on its own")
     sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT binary)"
+    raised: list[Exception] = []
 
-    async def copy(driver: Any) -> None:
-        await driver.copy_records_to_table(table, records=records, columns=list(columns))
+    def source() -> Iterator[tuple[Any, ...]]:
+        try:
+            yield from records
+        except Exception as error:
+            raised.append(error)
+            raise
 
-    await on_driver(conn, sql, (), copy)
+    async def copy(driver: Any) -> Exception | None:
+        try:
+            await driver.copy_records_to_table(table, records=source(), columns=list(columns))
+        except Exception as error:
+            if raised and error is raised[0]:
+                # The caller's error (a row that failed its checks), not the driver's:
+                # asyncpg has aborted the COPY and the connection is sound, so it must
+                # not count as a failed statement nor get the connection invalidated.
+                return error
+            raise
+        return None
+
+    error = await on_driver(conn, sql, (), copy)
+    if error is not None:
+        raise error
 
 
 async def _as_sqlalchemy_error(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from graphql import (
     GraphQLArgument,
+    GraphQLDefaultInput,
     GraphQLField,
     GraphQLInputField,
     GraphQLInputObjectType,
@@ -191,3 +192,39 @@ def test_recursive_and_one_of_types_are_left_to_graphql_core() -> None:
         ("Pick", {"a": 1, "b": "x"}),
     ]:
         assert not _compare(var_type, {"v": value}, other)
+
+
+def _compare_fresh(var_type: str, make: Any, schema_: GraphQLSchema = SCHEMA) -> None:
+    """Both answers for a value built afresh for each (a one-shot iterator)."""
+    nodes = _nodes(schema_, var_type)
+    built = variables.get_variable_values(schema_, nodes, {"v": make()})
+    standard = variables._STANDARD(schema_, nodes, {"v": make()})
+    if isinstance(standard, list):
+        assert isinstance(built, list)
+        assert [e.formatted for e in built] == [e.formatted for e in standard]
+    else:
+        assert not isinstance(built, list)
+        _same(built.coerced, standard.coerced)
+
+
+def test_one_shot_iterators_reach_graphql_core_unconsumed() -> None:
+    # Only Python callers pass these (JSON has lists): a failed built attempt must not
+    # have consumed part of it.
+    _compare_fresh("[Int]", lambda: (x for x in [1, "x", 3]))
+    _compare_fresh("[Int]", lambda: (x for x in [1, 2, 3]))
+
+
+def test_a_type_that_cannot_be_built_is_left_to_graphql_core() -> None:
+    # A default graphql-core only coerces when the field is absent (and then fails):
+    # building it in advance must not turn a valid request into an exception.
+    odd = GraphQLInputObjectType(
+        "Odd",
+        {
+            "n": GraphQLInputField(GraphQLInt, default=GraphQLDefaultInput(value="not an int")),
+            "s": GraphQLInputField(GraphQLString),
+        },
+    )
+    other = GraphQLSchema(
+        GraphQLObjectType("Query", {"t": GraphQLField(GraphQLInt, {"o": GraphQLArgument(odd)})})
+    )
+    assert not _compare("Odd", {"v": {"n": 1, "s": "x"}}, other)

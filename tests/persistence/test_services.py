@@ -397,13 +397,27 @@ async def test_record_bad_row_writes_nothing(db: DatabaseManager, bad: int) -> N
     items = [discrepancy_input(i, description="d" * 400) for i in range(10_000)]
     items[bad] = discrepancy_input(bad, confidence=2.0)
     audited = await count(db, AUDIT)
-    with pytest.raises(ValidationFailed) as info:
-        await ResultService(db).record(sid, result_input(), items)
+    invalidated: list[object] = []
+    engine = db.engine.sync_engine
+
+    def on_invalidate(_dbapi: Any, _record: Any, error: object) -> None:
+        invalidated.append(error)
+
+    sa.event.listen(engine, "invalidate", on_invalidate)
+    sa.event.listen(engine, "soft_invalidate", on_invalidate)
+    try:
+        with pytest.raises(ValidationFailed) as info:
+            await ResultService(db).record(sid, result_input(), items)
+    finally:
+        sa.event.remove(engine, "invalidate", on_invalidate)
+        sa.event.remove(engine, "soft_invalidate", on_invalidate)
     assert info.value.field == f"discrepancies[{bad}].confidence"
+    assert info.value.__cause__ is None
+    # A client's bad row is not a database failure: the connection is kept.
+    assert invalidated == []
     assert await count(db, RESULTS) == 0
     assert await count(db, DISCREPANCIES) == 0
     assert await count(db, AUDIT) == audited
-    # The aborted COPY left no connection behind in a bad state.
     stored = await ResultService(db).record(sid, result_input(), items[:bad])
     assert await count(db, DISCREPANCIES, DISCREPANCIES.c.result_id == stored.id) == bad
 
