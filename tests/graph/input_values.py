@@ -1,6 +1,8 @@
-"""Hypothesis strategies for GraphQL input values as clients send them (shared by the
-tests of graph.types.flat_input and graph.variables)."""
+"""Hypothesis strategies for GraphQL input values as clients send them, and the
+comparison of two conversions' results (shared by the tests of graph.types.flat_input
+and graph.variables)."""
 
+import dataclasses
 from typing import Any
 
 from graphql import (
@@ -54,3 +56,24 @@ def values_of(graphql_type: Any) -> st.SearchStrategy[Any]:
     if isinstance(graphql_type, GraphQLEnumType):
         return st.sampled_from(sorted(graphql_type.values))
     return BY_KIND[graphql_type.name]
+
+
+def assert_same(a: Any, b: Any) -> None:
+    """Equal values of the same Python types (an enum member stays a member, a float a
+    float, an input object its class), all the way down; NaN equals NaN."""
+    assert type(a) is type(b), (a, b)
+    if dataclasses.is_dataclass(a):
+        for field in dataclasses.fields(a):
+            assert_same(getattr(a, field.name), getattr(b, field.name))
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    elif isinstance(a, float) and a != a:  # noqa: PLR0124 - NaN
+        assert b != b  # noqa: PLR0124
+    else:
+        assert a == b

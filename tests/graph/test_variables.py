@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from graph import variables
 from graph.schema import schema
-from tests.graph.input_values import JSON_VALUES, client_values
+from tests.graph.input_values import JSON_VALUES, assert_same, client_values
 
 SCHEMA = schema._schema
 INPUT_TYPES = sorted(
@@ -80,29 +80,12 @@ def _compare_made(
         assert [e.formatted for e in built] == [e.formatted for e in standard]
     else:
         assert not isinstance(built, list)
-        _same(built.coerced, standard.coerced)
+        assert_same(built.coerced, standard.coerced)
         assert built.sources.keys() == standard.sources.keys()
         for name, source in standard.sources.items():
             assert built.sources[name].value is given.get(name, source.value)
             assert str(built.sources[name].signature.type) == str(source.signature.type)
     return variables._coerce_all(schema_, nodes, make()) is not None
-
-
-def _same(a: Any, b: Any) -> None:
-    """Equal, of the same Python types, all the way down."""
-    assert type(a) is type(b), (a, b)
-    if isinstance(a, dict):
-        assert list(a) == list(b)
-        for key in a:
-            _same(a[key], b[key])
-    elif isinstance(a, list):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            _same(x, y)
-    elif isinstance(a, float) and a != a:  # noqa: PLR0124 - NaN
-        assert b != b  # noqa: PLR0124
-    else:
-        assert a == b
 
 
 def test_the_executor_coerces_through_graph_variables() -> None:
