@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from persistence.database import DRIVER_READS
 from persistence.driver import on_driver
+from persistence.sqltypes import StrEnumType
 
 
 def any_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
@@ -80,6 +81,7 @@ class _Compiled:
     binds: Mapping[str, Callable[[Any], Any]]  # SQLAlchemy bind processors by name
     columns: tuple[tuple[str, sa.types.TypeEngine[Any]], ...]  # result name and type
     required: frozenset[str]  # parameters without a value of their own
+    nulls: frozenset[int]  # result positions the statement selects as a NULL literal
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         values = []
@@ -143,34 +145,67 @@ def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
     binds = {name: p for name, p in processors.items() if callable(p)}
     columns = tuple((c.keyname, c.type) for c in compiled._result_columns)
     required = frozenset(name for name, bind in compiled.binds.items() if bind.required)
-    return _Compiled(expanded.statement, names, expanded.parameters, binds, columns, required)
+    selected = list(statement.selected_columns)
+    nulls = frozenset(
+        index
+        for index, column in enumerate(selected)
+        if len(selected) == len(columns)
+        and isinstance(getattr(column, "element", column), sa.sql.elements.Null)
+    )
+    return _Compiled(
+        expanded.statement, names, expanded.parameters, binds, columns, required, nulls
+    )
 
 
 def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> MakeRows:
     """A generated function: each record's values as a Row, through SQLAlchemy's result
-    processor where the column has one (as a CursorResult would apply it). A record
-    becomes a tuple in one C call; only processed columns are touched one by one."""
+    processor where the column has one (as a CursorResult would apply it). One tuple
+    display per record: columns the statement selects as a NULL literal are written as
+    None without touching the record, enum columns go through a memo of their few
+    database values (the processor runs once per distinct value)."""
     namespace: dict[str, Any] = {"new": tuple.__new__}
     namespace["cls"] = row_type(tuple(name for name, _ in compiled.columns))
-    processed = []
+    items = []
     for index, ((_name, type_), oid) in enumerate(zip(compiled.columns, oids, strict=True)):
+        if index in compiled.nulls:
+            items.append("None")
+            continue
         process = type_._cached_result_processor(dialect, oid)
-        if process is not None:
+        if process is None:
+            items.append(f"r[{index}]")
+        elif isinstance(type_, _MEMOIZED):
+            namespace[f"p{index}"] = _Memo(process)
+            namespace[f"m{index}"] = namespace[f"p{index}"].values
+            # a member is never falsy (enum values are non-empty): a miss or a None
+            # goes to the processor, which memoizes it
+            items.append(f"(m{index}.get(r[{index}]) or p{index}(r[{index}]))")
+        else:
             namespace[f"p{index}"] = process
-            processed.append(index)
-    if not processed:
-        source = "def make(records):\n    return [new(cls, r) for r in records]"
-    else:
-        body = [
-            "def make(records):",
-            "    rows = []",
-            "    append = rows.append",
-            "    for r in records:",
-            "        v = list(r)",
-        ]
-        body += [f"        v[{i}] = p{i}(v[{i}])" for i in processed]
-        body += ["        append(new(cls, v))", "    return rows"]
-        source = "\n".join(body)
+            items.append(f"p{index}(r[{index}])")
+    row = ", ".join(items) + ("," if len(items) == 1 else "")
+    source = f"def make(records):\n    return [new(cls, ({row})) for r in records]"
     exec(source, namespace)  # noqa: S102 - source built from indexes only
     make: MakeRows = namespace["make"]
     return make
+
+
+# Types whose processor maps a database value to an immutable value (an enum member
+# or the string itself): safe to memoize per database value.
+_MEMOIZED = (sa.Enum, StrEnumType)
+_MEMO_SIZE = 256  # an enum has a handful of values; a bound for anything unexpected
+
+
+class _Memo:
+    """A processor remembering its result per (hashable, non-None) input value."""
+
+    __slots__ = ("process", "values")
+
+    def __init__(self, process: Callable[[Any], Any]) -> None:
+        self.process = process
+        self.values: dict[Any, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        result = self.process(value)
+        if value is not None and result and len(self.values) < _MEMO_SIZE:
+            self.values[value] = result
+        return result

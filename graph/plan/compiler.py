@@ -10,7 +10,6 @@ Field permissions are kept only when they are role checks, which the runner enfo
 by falling back to standard execution whenever the actor lacks a role.
 """
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,7 @@ from strawberry.permission import PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.field import StrawberryField
 
-from graph.ids import to_global_id
+from graph.ids import GlobalIdOf
 from graph.permissions import RolePermission
 from graph.plan.fields import FETCHES, Fetch
 from graph.plan.serialize import LeafSpec, Writer, leaf_writer, serializer
@@ -268,7 +267,7 @@ class _Compiler:
             self.check_permissions(strawberry_field)
             if field_name == "id" and name in ROW_TYPES:
                 at_id = _position(name, "id")
-                leaves.append((key, at_id, functools.partial(to_global_id, name), True))
+                leaves.append((key, at_id, GlobalIdOf(name), True))
             elif field_name == "databaseId" and name in ROW_TYPES:
                 leaves.append((key, _position(name, "id"), serializer(GraphQLInt), True))
             elif strawberry_field.base_resolver is None and name in ROW_TYPES:

@@ -213,6 +213,7 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
         raise Unsupported
     level = _level_of(child, merged)
     template = child.template
+    copy = template.copy
     if kind == "one":
         for out, key in zip(job.outs, job.keys, strict=True):
             row = None if key is None else next(found)
@@ -226,7 +227,7 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
             level.outs.append(item)
         return
     for out, rows in zip(job.outs, values, strict=True):
-        items = [template.copy() for _ in rows]
+        items = [copy() for _ in rows]
         out[name] = items
         level.rows.extend(_blanked(rows, job.blank))
         level.outs.extend(items)
@@ -254,19 +255,22 @@ def _connection(
         out[key] = _int(page.total_count)
     for key, node_plan in plan.nodes:
         level = _level_of(node_plan, merged)
-        items = [node_plan.template.copy() for _ in rows]
+        copy = node_plan.template.copy
+        items = [copy() for _ in rows]
         out[key] = items
         level.rows.extend(_blanked(rows, blank))
         level.outs.extend(items)
     for key, edge_plan in plan.edges:
-        edges = [edge_plan.template.copy() for _ in rows]
+        copy = edge_plan.template.copy
+        edges = [copy() for _ in rows]
         out[key] = edges
         for cursor_key in edge_plan.cursor_keys:
             for edge, cursor in zip(edges, cursors, strict=True):
                 edge[cursor_key] = cursor
         for node_key, node_plan in edge_plan.nodes:
             level = _level_of(node_plan, merged)
-            items = [node_plan.template.copy() for _ in rows]
+            copy = node_plan.template.copy
+            items = [copy() for _ in rows]
             for edge, item in zip(edges, items, strict=True):
                 edge[node_key] = item
             level.rows.extend(_blanked(rows, blank))

@@ -2,6 +2,7 @@
 serializers, with identity fast paths where graphql-core returns the value itself
 (a str for String, an in-range int for Int, ...) and enum names memoized."""
 
+import binascii
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +16,8 @@ from graphql import (
     GraphQLScalarType,
     GraphQLString,
 )
+
+from graph.ids import URL_SAFE, GlobalIdOf
 
 Serialize = Callable[[Any], Any]
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -80,7 +83,12 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
     generated for this selection (one straight-line block per leaf instead of an
     interpreted loop). A null in a non-null leaf raises ``on_null``. Keys and column
     positions enter the source only as literals."""
-    namespace: dict[str, Any] = {"isfinite": math.isfinite, "on_null": on_null}
+    namespace: dict[str, Any] = {
+        "isfinite": math.isfinite,
+        "on_null": on_null,
+        "b64": binascii.b2a_base64,
+        "url_safe": URL_SAFE,
+    }
     body = ["def write(rows, outs):", "    for row, out in zip(rows, outs):"]
     inline = {fast: name for name, fast in _FAST.items()}
     for i, (key, position, serialize, non_null) in enumerate(leaves):
@@ -93,6 +101,11 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
             namespace[f"n{i}"] = serialize.names
             template = f"n{i}.get(v) or {{s}}(v)"
         expression = template.format(s=name)
+        if isinstance(serialize, GlobalIdOf):  # to_global_id's body, without two calls
+            namespace[f"t{i}"] = f"{serialize.type_name}:"
+            expression = (
+                f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
+            )
         body.append(f"        v = row[{int(position)}]")  # rows: the table's columns first
         if non_null:
             body += ["        if v is None:", "            raise on_null"]

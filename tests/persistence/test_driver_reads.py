@@ -113,6 +113,13 @@ def _reads(k: dict[str, Any]) -> dict[str, Read]:
         "filtered pages, descending, after a cursor": lambda s: DiscrepancyRepository(
             s
         ).pages_by_session_ids(s_ids, warning, IdOrder(SortDirection.DESC), 3, after),
+        # Narrow reads (execution plans): NULL-literal columns, enums through a memo.
+        "narrow discrepancy pages": lambda s: DiscrepancyRepository(s).pages_by_session_ids(
+            s_ids, DiscrepancyFilter(), IdOrder(), 10, None, frozenset({"severity", "version"})
+        ),
+        "narrow tests by session": lambda s: BehavioralTestRepository(s).list_by_session_ids(
+            s_ids, frozenset({"execution_status"})
+        ),
     }
 
 
