@@ -164,6 +164,34 @@ async def test_roles_are_enforced_by_falling_back(db: DatabaseManager, seed: See
     assert STATS["planned"] == before.get("planned", 0)
 
 
+async def test_leaf_selections_with_nulls_are_served_by_plans(
+    seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
+) -> None:
+    """Selections of leaves only are built whole (graph.plan.serialize.leaf_builder):
+    nulls in nullable leaves, ``__typename``, aliases and a missing ``latestResult``
+    must come out as standard execution writes them, without falling back."""
+    await seed.full("with-result", n_discrepancies=2)
+    await seed.session("no-result")
+    query = """{ sessions(first: 5) { edges { node { requestId
+        latestResult { __typename id fidelityScore }
+        discrepancies(first: 3) { nodes { __typename id resolvedAt resolutionNotes
+            recommendation sev: severity isResolved r: resolvedBy } } } } } }"""
+    before = dict(STATS)
+    planned = await _post(clients[PlanMode.ON], query)
+    assert STATS["planned"] == before.get("planned", 0) + 1
+    assert STATS.get("fallback", 0) == before.get("fallback", 0)
+    standard = await _post(clients[PlanMode.OFF], query)
+    assert planned.content == standard.content
+    nodes = [edge["node"] for edge in planned.json()["data"]["sessions"]["edges"]]
+    assert {node["requestId"]: node["latestResult"] is None for node in nodes} == {
+        "with-result": False,
+        "no-result": True,
+    }
+    found = [d for node in nodes for d in node["discrepancies"]["nodes"]]
+    assert len(found) == 2
+    assert all(d["__typename"] == "Discrepancy" and d["resolvedAt"] is None for d in found)
+
+
 # --------------------------------------------------------------- generated documents
 
 SCALARS = {
