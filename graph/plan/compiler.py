@@ -41,7 +41,7 @@ from strawberry.types.field import StrawberryField
 from graph.ids import GlobalIdOf
 from graph.permissions import RolePermission
 from graph.plan.fields import FETCHES, Fetch
-from graph.plan.serialize import Builder, LeafSpec, Writer, leaf_builder, leaf_writer, serializer
+from graph.plan.serialize import LeafSpec, Writer, leaf_writer, serializer
 from persistence.enums import Role
 from persistence.models import (
     BehavioralTestResult,
@@ -83,8 +83,6 @@ class ObjectPlan:
     template: dict[str, Any] = field(default_factory=dict)
     relations: list["RelationPlan"] = field(default_factory=list)
     write_leaves: Writer | None = None
-    # A selection of leaves only: its dictionaries built whole as its rows arrive.
-    build: Builder | None = None
     columns: set[str] = field(default_factory=set)  # the row columns the selection reads
 
 
@@ -284,7 +282,8 @@ class _Compiler:
             else:
                 plan.relations.append(self.relation(name, key, nodes, field_def, strawberry_field))
         plan.columns.update(r.fetch.parent for r in plan.relations if r.fetch.parent)
-        _add_writers(plan, leaves)
+        if leaves:
+            plan.write_leaves = leaf_writer(leaves, NullValue)
         return plan
 
     def relation(
@@ -392,13 +391,6 @@ class _Compiler:
 
     def _graphql_name(self, f: StrawberryField) -> str:
         return str(self.strawberry.config.name_converter.get_graphql_name(f))
-
-
-def _add_writers(plan: ObjectPlan, leaves: list[LeafSpec]) -> None:
-    if leaves:
-        plan.write_leaves = leaf_writer(leaves, NullValue)
-    if not plan.relations:
-        plan.build = leaf_builder(plan.template, leaves, NullValue)
 
 
 def _position(type_name: str, column: str) -> int:

@@ -211,8 +211,10 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
         return
     if not isinstance(child, ObjectPlan):
         raise Unsupported
+    level = _level_of(child, merged)
+    template = child.template
+    copy = template.copy
     if kind == "one":
-        outs, rows = [], []
         for out, key in zip(job.outs, job.keys, strict=True):
             row = None if key is None else next(found)
             if row is None:
@@ -220,30 +222,15 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
                     raise NullValue
                 out[name] = None
                 continue
-            outs.append(out)
-            rows.append(row)
-        for out, item in zip(outs, _objects(child, rows, job.blank, merged), strict=True):
-            out[name] = item
+            out[name] = item = template.copy()
+            level.rows.extend(_blanked([row], job.blank))
+            level.outs.append(item)
         return
     for out, rows in zip(job.outs, values, strict=True):
-        out[name] = _objects(child, rows, job.blank, merged)
-
-
-def _objects(
-    plan: ObjectPlan, rows: Sequence[Any], blank: tuple[int, ...], merged: dict[int, _Level]
-) -> list[Out]:
-    """The response dictionaries of ``rows``: built whole for a selection of leaves
-    only, else copies of the template queued on the next level, which writes their
-    leaves and follows their relations."""
-    rows = _blanked(rows, blank)
-    if plan.build is not None:
-        return plan.build(rows)
-    copy = plan.template.copy
-    items = [copy() for _ in rows]
-    level = _level_of(plan, merged)
-    level.rows.extend(rows)
-    level.outs.extend(items)
-    return items
+        items = [copy() for _ in rows]
+        out[name] = items
+        level.rows.extend(_blanked(rows, job.blank))
+        level.outs.extend(items)
 
 
 def _level_of(plan: ObjectPlan, merged: dict[int, _Level]) -> _Level:
@@ -267,7 +254,12 @@ def _connection(
     for key in plan.total_keys:
         out[key] = _int(page.total_count)
     for key, node_plan in plan.nodes:
-        out[key] = _objects(node_plan, rows, blank, merged)
+        level = _level_of(node_plan, merged)
+        copy = node_plan.template.copy
+        items = [copy() for _ in rows]
+        out[key] = items
+        level.rows.extend(_blanked(rows, blank))
+        level.outs.extend(items)
     for key, edge_plan in plan.edges:
         copy = edge_plan.template.copy
         edges = [copy() for _ in rows]
@@ -276,9 +268,13 @@ def _connection(
             for edge, cursor in zip(edges, cursors, strict=True):
                 edge[cursor_key] = cursor
         for node_key, node_plan in edge_plan.nodes:
-            items = _objects(node_plan, rows, blank, merged)
+            level = _level_of(node_plan, merged)
+            copy = node_plan.template.copy
+            items = [copy() for _ in rows]
             for edge, item in zip(edges, items, strict=True):
                 edge[node_key] = item
+            level.rows.extend(_blanked(rows, blank))
+            level.outs.extend(items)
     if plan.page_infos:
         values = {
             "hasNextPage": page.has_next_page,

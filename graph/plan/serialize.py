@@ -67,7 +67,6 @@ class _EnumNames:
 # (response key, row column position, serializer, non-null) of one leaf
 LeafSpec = tuple[str, int, Serialize, bool]
 Writer = Callable[[Sequence[Any], Sequence[dict[str, Any]]], None]
-Builder = Callable[[Sequence[Any]], list[dict[str, Any]]]
 
 # The fast paths above, written inline in generated writers (no call per value).
 _INLINE = {
@@ -79,45 +78,34 @@ _INLINE = {
 }
 
 
-def _namespace(on_null: type[Exception]) -> dict[str, Any]:
-    def null() -> Any:
-        raise on_null
-
-    return {
-        "isfinite": math.isfinite,
-        "on_null": on_null,
-        "null": null,
-        "b64": binascii.b2a_base64,
-        "url_safe": URL_SAFE,
-    }
-
-
-def _expression(i: int, serialize: Serialize, namespace: dict[str, Any]) -> str:
-    """Source of leaf ``i``'s serialized value of a non-null ``v`` (its serializer and
-    lookup tables go into ``namespace``)."""
-    name = f"s{i}"
-    namespace[name] = serialize
-    if isinstance(serialize, GlobalIdOf):  # to_global_id's body, without two calls
-        namespace[f"t{i}"] = f"{serialize.type_name}:"
-        return f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
-    if isinstance(serialize, _EnumNames):
-        # An enum name is never empty; unhashable values fail the lookup with a
-        # TypeError, which makes the plan give up (standard execution answers).
-        namespace[f"n{i}"] = serialize.names
-        return f"n{i}.get(v) or {name}(v)"
-    inline = {fast: key for key, fast in _FAST.items()}
-    return _INLINE.get(inline.get(serialize, ""), "{s}(v)").format(s=name)
-
-
 def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
     """A function writing the leaves of every row into its response dictionary,
     generated for this selection (one straight-line block per leaf instead of an
     interpreted loop). A null in a non-null leaf raises ``on_null``. Keys and column
     positions enter the source only as literals."""
-    namespace = _namespace(on_null)
+    namespace: dict[str, Any] = {
+        "isfinite": math.isfinite,
+        "on_null": on_null,
+        "b64": binascii.b2a_base64,
+        "url_safe": URL_SAFE,
+    }
     body = ["def write(rows, outs):", "    for row, out in zip(rows, outs):"]
+    inline = {fast: name for name, fast in _FAST.items()}
     for i, (key, position, serialize, non_null) in enumerate(leaves):
-        expression = _expression(i, serialize, namespace)
+        name = f"s{i}"
+        namespace[name] = serialize
+        template = _INLINE.get(inline.get(serialize, ""), "{s}(v)")
+        if isinstance(serialize, _EnumNames):
+            # An enum name is never empty; unhashable values fail the lookup with a
+            # TypeError, which makes the plan give up (standard execution answers).
+            namespace[f"n{i}"] = serialize.names
+            template = f"n{i}.get(v) or {{s}}(v)"
+        expression = template.format(s=name)
+        if isinstance(serialize, GlobalIdOf):  # to_global_id's body, without two calls
+            namespace[f"t{i}"] = f"{serialize.type_name}:"
+            expression = (
+                f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
+            )
         body.append(f"        v = row[{int(position)}]")  # rows: the table's columns first
         if non_null:
             body += ["        if v is None:", "            raise on_null"]
@@ -129,33 +117,3 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
     exec("\n".join(body), namespace)  # noqa: S102 - source built from literals above
     writer: Writer = namespace["write"]
     return writer
-
-
-def leaf_builder(
-    template: dict[str, Any], leaves: Sequence[LeafSpec], on_null: type[Exception]
-) -> Builder:
-    """For a selection of leaves only: a function building each row's whole response
-    dictionary in one dict display (keys in ``template``'s order, the template's
-    constants such as ``__typename`` as they are), instead of copying the template
-    and writing the leaves into it one by one. Same values and errors as
-    ``leaf_writer``; a null in a nullable leaf stays null."""
-    namespace = _namespace(on_null)
-    by_key = {leaf[0]: (i, leaf) for i, leaf in enumerate(leaves)}
-    items = []
-    for j, (key, constant) in enumerate(template.items()):
-        if key not in by_key:
-            namespace[f"c{j}"] = constant
-            items.append(f"{key!r}: c{j}")
-            continue
-        i, (_key, position, serialize, non_null) = by_key[key]
-        expression = _expression(i, serialize, namespace)
-        otherwise = "null()" if non_null else "None"
-        # the walrus names the column's value once per entry (entries run in order)
-        test = f"(v := row[{int(position)}]) is not None"
-        items.append(f"{key!r}: (({expression}) if {test} else {otherwise})")
-    if len(by_key) != len(leaves) or not by_key.keys() <= template.keys():
-        raise ValueError("leaf keys must be distinct keys of the template")
-    source = f"def build(rows):\n    return [{{{', '.join(items)}}} for row in rows]"
-    exec(source, namespace)  # noqa: S102 - source built from literals above
-    builder: Builder = namespace["build"]
-    return builder
