@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
@@ -189,17 +189,19 @@ async def _discrepancy_pages(
 ) -> list[Page[Record]]:
     """Each key's page of its session's discrepancies; keys that share their arguments
     become one windowed statement."""
+    # arguments -> positions of the keys asking for them (no second key per page)
     groups: dict[tuple[DiscrepancyFilter, IdOrder, int, Keyset | None], list[int]] = defaultdict(
         list
     )
-    for key in keys:
-        groups[(key.filter, key.order, key.first, key.after)].append(key.parent_id)
-    pages: dict[ChildPageKey, Page[Record]] = {}
-    for (filter_, order, first, after), parent_ids in groups.items():
+    for index, key in enumerate(keys):
+        groups[(key.filter, key.order, key.first, key.after)].append(index)
+    pages: list[Page[Record] | None] = [None] * len(keys)
+    for (filter_, order, first, after), indexes in groups.items():
+        parent_ids = [keys[i].parent_id for i in indexes]
         found = await repo.pages_by_session_ids(parent_ids, filter_, order, first, after, columns)
-        for pid, page in zip(parent_ids, found, strict=True):
-            pages[ChildPageKey(pid, filter_, order, first, after)] = page
-    return [pages[key] for key in keys]
+        for index, page in zip(indexes, found, strict=True):
+            pages[index] = page
+    return cast(list[Page[Record]], pages)  # every position is in one group
 
 
 async def _pages(

@@ -164,9 +164,14 @@ def to_id_order(o: IdOrderInput | None) -> filters.IdOrder:
     )
 
 
+# No filter given: one shared value (frozen; keys of every session's page carry it).
+_NO_DISCREPANCY_FILTER = filters.DiscrepancyFilter()
+_NO_BEHAVIORAL_FILTER = filters.BehavioralTestFilter()
+
+
 def to_discrepancy_filter(f: DiscrepancyFilterInput | None) -> filters.DiscrepancyFilter:
     if f is None:
-        return filters.DiscrepancyFilter()
+        return _NO_DISCREPANCY_FILTER
     return filters.DiscrepancyFilter(
         severities=_tuple(f.severity),
         discrepancy_types=_tuple(f.discrepancy_type),
@@ -178,7 +183,7 @@ def to_discrepancy_filter(f: DiscrepancyFilterInput | None) -> filters.Discrepan
 
 def to_behavioral_filter(f: BehavioralTestFilterInput | None) -> filters.BehavioralTestFilter:
     if f is None:
-        return filters.BehavioralTestFilter()
+        return _NO_BEHAVIORAL_FILTER
     return filters.BehavioralTestFilter(
         execution_statuses=_tuple(f.execution_status),
         session_ids=_session_id(f.session_id, "filter.sessionId"),

@@ -35,12 +35,15 @@ DiscrepancyRef = Annotated["Discrepancy", strawberry.lazy("graph.types.discrepan
 TestRef = Annotated["BehavioralTestResult", strawberry.lazy("graph.types.behavioral_test")]
 
 
+_BY_ID = IdOrder()  # a session's discrepancies always page by id
+
+
 def session_discrepancies_key(
     session_id: int, filter: DiscrepancyFilterInput | None, first: int, after: str | None
 ) -> ChildPageKey:
     """Loader key of ValidationSession.discrepancies (graph.plan uses it too)."""
     size, keyset = page_args(first, after)
-    return ChildPageKey(session_id, to_discrepancy_filter(filter), IdOrder(), size, keyset)
+    return ChildPageKey(session_id, to_discrepancy_filter(filter), _BY_ID, size, keyset)
 
 
 @strawberry.type(
