@@ -37,6 +37,14 @@ def _with_row_key(columns: Columns, sealed: "SealedTable | None") -> Columns:
     return columns if columns is None or sealed is None else columns | {sealed.row_key}
 
 
+def _to_open(columns: Columns, sealed: "SealedTable | None") -> "SealedTable | None":
+    """``sealed`` if a read of ``columns`` returns any of its sealed columns, else None:
+    the others come back NULL, nothing to open (and no row key to read)."""
+    if sealed is None or columns is None or not columns.isdisjoint(sealed.columns):
+        return sealed
+    return None
+
+
 def select_list(
     source: sa.FromClause, names: Iterable[str], columns: Columns, needed: Iterable[str] = ()
 ) -> list[sa.ColumnElement[Any]]:
@@ -101,6 +109,7 @@ async def keyset_page(
     (sealed cells opened). Both statements are built once per (filter, order, cursor
     or not, columns) and run with the cursor and limit bound."""
     table = model.__table__  # type: ignore[attr-defined]
+    sealed = _to_open(columns, sealed)
     params: dict[str, Any] = {"limit": first + 1}
     if after is not None:
         _check_cursor_fits(after, table.c[sort_key], table.c.id)
@@ -265,6 +274,7 @@ async def rows_in(
 ) -> list[Record]:
     """Rows of ``table`` whose ``column`` is one of ``keys`` (a loader batch), in
     ``order_by`` order; one fixed statement whatever the number of keys."""
+    sealed = _to_open(columns, sealed)
     read = _rows_in(table, column, order_by, dialect_name(session), _with_row_key(columns, sealed))
     return await fetch_records(session, read, sealed, {"keys": list(keys)})
 

@@ -19,7 +19,13 @@ from persistence.database import DRIVER_READS, DatabaseManager
 from persistence.driver_reads import FixedRead, Row, any_of, row_type
 from persistence.enums import SeverityLevel
 from persistence.errors import ServiceUnavailable
-from persistence.filters import DiscrepancyFilter, IdOrder, SortDirection
+from persistence.filters import (
+    DiscrepancyFilter,
+    IdOrder,
+    SessionFilter,
+    SessionOrder,
+    SortDirection,
+)
 from persistence.models import metadata
 from persistence.pagination import Keyset
 from persistence.records import fetch_records
@@ -152,6 +158,22 @@ async def test_driver_rows_equal_sqlalchemy_rows(db: DatabaseManager, sealed_key
     assert a.source_metadata == {"password": "a-secret", "n": 1.5}
     assert a.created_at.tzinfo is UTC
     assert a.source_technology.value == session_input("x")["source_technology"]
+
+
+async def test_narrow_reads_open_sealed_columns_only_when_they_read_them(
+    db: DatabaseManager, sealed_keys: None
+) -> None:
+    await _seed(db)
+    page_of = SessionRepository.list_page
+    async with db.read_session() as s:
+        sealed = await page_of(SessionRepository(s), SessionFilter(), SessionOrder(), 5, None,
+                               frozenset({"request_id", "source_metadata"}))  # fmt: skip
+        plain = await page_of(SessionRepository(s), SessionFilter(), SessionOrder(), 5, None,
+                              frozenset({"request_id"}))  # fmt: skip
+    opened = {row.request_id: row.source_metadata for row in sealed.items}
+    assert opened == {f"req-{n}": {"password": f"{n}-secret", "n": 1.5} for n in "abc"}
+    assert {row.request_id for row in plain.items} == {"req-a", "req-b", "req-c"}
+    assert all(row.source_metadata is None for row in plain.items)
 
 
 @pytest.mark.postgres_only
