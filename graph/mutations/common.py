@@ -3,7 +3,8 @@ payload errors, resolving a session reference, and the idempotency request of an
 input's ``idempotencyKey``."""
 
 import dataclasses
-from collections.abc import Awaitable, Collection, Iterator, Sequence
+import keyword
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -46,17 +47,39 @@ async def attempt(call: Awaitable[T]) -> tuple[T | None, list[UserError]]:
 def input_values(obj: object, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The given (non-null) fields of a strawberry input as column values (never the
     idempotency key)."""
-    values: dict[str, Any] = {}
-    # getattr by field name, not vars(obj): the instance dict of a fresh object is
-    # built on first access, which costs 6 µs per discrepancy of a bulk write.
-    for name in _field_names(type(obj)):
-        value = getattr(obj, name)
-        if name in skip or name == IDEMPOTENCY_KEY or value is None or value is strawberry.UNSET:
-            continue
-        values[name] = (
-            value.value if isinstance(value, Enum) and not isinstance(value, str) else value
-        )
-    return values
+    key = (type(obj), skip)
+    read = _READERS.get(key)
+    if read is None:
+        read = _READERS[key] = _reader(type(obj), skip)
+    return read(obj)
+
+
+Reader = Callable[[object], dict[str, Any]]
+_READERS: dict[tuple[type, frozenset[str]], Reader] = {}
+
+
+def _reader(cls: type, skip: frozenset[str]) -> Reader:
+    """``input_values`` of ``cls`` generated as straight-line code (a bulk write reads
+    every discrepancy input with it: no loop, no per-field tests of the skipped names).
+    Attributes, not vars(obj): the instance dict of a fresh object is built on first
+    access, which costs 6 µs per discrepancy of a bulk write."""
+    names = [n for n in _field_names(cls) if n not in skip and n != IDEMPOTENCY_KEY]
+    body = ["def read(obj):", "    out = {}"]
+    for name in names:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise TypeError(f"input field {name!r} of {cls.__name__} is not an identifier")
+        body += [
+            f"    v = obj.{name}",
+            "    if v is not None and v is not UNSET:",
+            "        out[" + repr(name) + "] = (",
+            "            v.value if isinstance(v, Enum) and not isinstance(v, str) else v",
+            "        )",
+        ]
+    body.append("    return out")
+    namespace: dict[str, Any] = {"UNSET": strawberry.UNSET, "Enum": Enum}
+    exec("\n".join(body), namespace)  # noqa: S102 - field names checked as identifiers
+    reader: Reader = namespace["read"]
+    return reader
 
 
 class InputValues(Collection[dict[str, Any]]):
