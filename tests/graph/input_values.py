@@ -63,6 +63,8 @@ def assert_same(a: Any, b: Any) -> None:
     float, an input object its class), all the way down; NaN equals NaN."""
     assert type(a) is type(b), (a, b)
     if dataclasses.is_dataclass(a):
+        if hasattr(a, "__dict__"):  # no attribute beyond the fields, none missing
+            assert vars(a).keys() == vars(b).keys(), (a, b)
         for field in dataclasses.fields(a):
             assert_same(getattr(a, field.name), getattr(b, field.name))
     elif isinstance(a, dict):
