@@ -146,11 +146,12 @@ def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
     columns = tuple((c.keyname, c.type) for c in compiled._result_columns)
     required = frozenset(name for name, bind in compiled.binds.items() if bind.required)
     selected = list(statement.selected_columns)
+    if len(selected) != len(columns):  # not one result column per selected column
+        selected = []
     nulls = frozenset(
         index
         for index, column in enumerate(selected)
-        if len(selected) == len(columns)
-        and isinstance(getattr(column, "element", column), sa.sql.elements.Null)
+        if isinstance(getattr(column, "element", column), sa.sql.elements.Null)
     )
     return _Compiled(
         expanded.statement, names, expanded.parameters, binds, columns, required, nulls
@@ -174,8 +175,8 @@ def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> 
         if process is None:
             items.append(f"r[{index}]")
         elif isinstance(type_, _MEMOIZED):
-            namespace[f"p{index}"] = _Memo(process)
-            namespace[f"m{index}"] = namespace[f"p{index}"].values
+            memo = namespace[f"p{index}"] = _Memo(process)
+            namespace[f"m{index}"] = memo.values
             # a member is never falsy (enum values are non-empty): a miss or a None
             # goes to the processor, which memoizes it
             items.append(f"(m{index}.get(r[{index}]) or p{index}(r[{index}]))")

@@ -212,8 +212,7 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
     if not isinstance(child, ObjectPlan):
         raise Unsupported
     level = _level_of(child, merged)
-    template = child.template
-    copy = template.copy
+    copy = child.template.copy
     if kind == "one":
         for out, key in zip(job.outs, job.keys, strict=True):
             row = None if key is None else next(found)
@@ -222,7 +221,7 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
                     raise NullValue
                 out[name] = None
                 continue
-            out[name] = item = template.copy()
+            out[name] = item = copy()
             level.rows.extend(_blanked([row], job.blank))
             level.outs.append(item)
         return

@@ -94,18 +94,18 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
     for i, (key, position, serialize, non_null) in enumerate(leaves):
         name = f"s{i}"
         namespace[name] = serialize
-        template = _INLINE.get(inline.get(serialize, ""), "{s}(v)")
-        if isinstance(serialize, _EnumNames):
-            # An enum name is never empty; unhashable values fail the lookup with a
-            # TypeError, which makes the plan give up (standard execution answers).
-            namespace[f"n{i}"] = serialize.names
-            template = f"n{i}.get(v) or {{s}}(v)"
-        expression = template.format(s=name)
         if isinstance(serialize, GlobalIdOf):  # to_global_id's body, without two calls
             namespace[f"t{i}"] = f"{serialize.type_name}:"
             expression = (
                 f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
             )
+        elif isinstance(serialize, _EnumNames):
+            # An enum name is never empty; unhashable values fail the lookup with a
+            # TypeError, which makes the plan give up (standard execution answers).
+            namespace[f"n{i}"] = serialize.names
+            expression = f"n{i}.get(v) or {name}(v)"
+        else:
+            expression = _INLINE.get(inline.get(serialize, ""), "{s}(v)").format(s=name)
         body.append(f"        v = row[{int(position)}]")  # rows: the table's columns first
         if non_null:
             body += ["        if v is None:", "            raise on_null"]

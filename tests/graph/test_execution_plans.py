@@ -167,9 +167,10 @@ async def test_roles_are_enforced_by_falling_back(db: DatabaseManager, seed: See
 async def test_leaf_selections_with_nulls_are_served_by_plans(
     seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
 ) -> None:
-    """Selections of leaves only are built whole (graph.plan.serialize.leaf_builder):
-    nulls in nullable leaves, ``__typename``, aliases and a missing ``latestResult``
-    must come out as standard execution writes them, without falling back."""
+    """Nulls in nullable leaves, ``__typename``, aliases and a missing ``latestResult``
+    come out of the plan's leaf writers as standard execution writes them, without
+    falling back (a writer that gave up on a nullable null would still answer right,
+    through the fallback: the counters tell)."""
     await seed.full("with-result", n_discrepancies=2)
     await seed.session("no-result")
     query = """{ sessions(first: 5) { edges { node { requestId

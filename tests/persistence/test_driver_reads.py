@@ -164,12 +164,11 @@ async def test_narrow_reads_open_sealed_columns_only_when_they_read_them(
     db: DatabaseManager, sealed_keys: None
 ) -> None:
     await _seed(db)
-    page_of = SessionRepository.list_page
+    listing = SessionFilter(), SessionOrder(), 5, None
     async with db.read_session() as s:
-        sealed = await page_of(SessionRepository(s), SessionFilter(), SessionOrder(), 5, None,
-                               frozenset({"request_id", "source_metadata"}))  # fmt: skip
-        plain = await page_of(SessionRepository(s), SessionFilter(), SessionOrder(), 5, None,
-                              frozenset({"request_id"}))  # fmt: skip
+        repo = SessionRepository(s)
+        sealed = await repo.list_page(*listing, frozenset({"request_id", "source_metadata"}))
+        plain = await repo.list_page(*listing, frozenset({"request_id"}))
     opened = {row.request_id: row.source_metadata for row in sealed.items}
     assert opened == {f"req-{n}": {"password": f"{n}-secret", "n": 1.5} for n in "abc"}
     assert {row.request_id for row in plain.items} == {"req-a", "req-b", "req-c"}
