@@ -188,7 +188,8 @@ async def _discrepancy_pages(
     repo: DiscrepancyRepository, keys: Sequence[ChildPageKey], columns: Columns
 ) -> list[Page[Record]]:
     """Each key's page of its session's discrepancies; keys that share their arguments
-    become one windowed statement."""
+    become one windowed statement. A narrow read (only for execution plans, which
+    read rows by position) returns raw driver records where it can."""
     # arguments -> positions of the keys asking for them (no second key per page)
     groups: dict[tuple[DiscrepancyFilter, IdOrder, int, Keyset | None], list[int]] = defaultdict(
         list
@@ -198,7 +199,9 @@ async def _discrepancy_pages(
     pages: list[Page[Record] | None] = [None] * len(keys)
     for (filter_, order, first, after), indexes in groups.items():
         parent_ids = [keys[i].parent_id for i in indexes]
-        found = await repo.pages_by_session_ids(parent_ids, filter_, order, first, after, columns)
+        found = await repo.pages_by_session_ids(
+            parent_ids, filter_, order, first, after, columns, raw=columns is not None
+        )
         for index, page in zip(indexes, found, strict=True):
             pages[index] = page
     return cast(list[Page[Record]], pages)  # every position is in one group

@@ -71,6 +71,17 @@ def row_type(fields: tuple[str, ...]) -> type[Row]:
 
 
 MakeRows = Callable[[Sequence[Any]], list[Row]]
+Decode = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Decoding:
+    """How raw driver records of one statement become its rows: ``decoders[i]`` turns
+    the record's value at position i into the row's (None: the value as it is; an
+    enum column's decoder is a ``Memo``), ``make`` builds the rows themselves."""
+
+    decoders: tuple[Decode | None, ...]
+    make: MakeRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +112,51 @@ class FixedRead:
     """A SELECT with constant SQL (values only through bound parameters), built once
     (module level or cached) and fetched with ``persistence.records.fetch_records``."""
 
-    __slots__ = ("_compiled", "_makers", "statement")
+    __slots__ = ("_compiled", "_decodings", "statement")
 
     def __init__(self, statement: sa.Select[Any]) -> None:
         self.statement = statement
         self._compiled: dict[Dialect, _Compiled] = {}
-        self._makers: dict[Dialect, MakeRows] = {}
+        self._decodings: dict[Dialect, Decoding] = {}
 
     async def fetch(self, session: AsyncSession, params: Mapping[str, Any]) -> Sequence[Any]:
         conn: AsyncConnection | None = session.info.get(DRIVER_READS)
         if conn is None:
             return (await session.execute(self.statement, dict(params))).all()
-        return await self._on_driver(conn, params)
+        rows, _ = await self._on_driver(conn, params, make=True)
+        return rows
 
-    async def _on_driver(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Row]:
+    async def fetch_raw(
+        self, session: AsyncSession, params: Mapping[str, Any]
+    ) -> tuple[Sequence[Any], Decoding | None]:
+        """On a driver read session, the driver's records as they come (by position)
+        and how to decode them; elsewhere the rows ``fetch`` returns and None. For a
+        caller that reads a few values of many rows: it skips building the rows."""
+        conn: AsyncConnection | None = session.info.get(DRIVER_READS)
+        if conn is None:
+            return await self.fetch(session, params), None
+        return await self._on_driver(conn, params, make=False)
+
+    async def _on_driver(
+        self, conn: AsyncConnection, params: Mapping[str, Any], make: bool
+    ) -> tuple[list[Any], Decoding]:
+        """The records, made rows if ``make`` (a processor's error is the statement's,
+        as on the SQLAlchemy path), and their decoding."""
         dialect = conn.dialect
         compiled = self._compiled.get(dialect)
         if compiled is None:
             compiled = self._compiled[dialect] = _compile(self.statement, dialect)
         arguments = compiled.arguments(params)
 
-        async def fetch(driver: Any) -> list[Row]:
-            make = self._makers.get(dialect)
-            if make is None:  # the result's type oids pick the processors, as for a cursor
+        async def fetch(driver: Any) -> tuple[list[Any], Decoding]:
+            decoding = self._decodings.get(dialect)
+            if decoding is None:  # the result's type oids pick the processors, as for a cursor
                 prepared = await driver.prepare(compiled.sql)
                 oids = tuple(a.type.oid for a in prepared.get_attributes())
-                make = self._makers[dialect] = _row_maker(compiled, dialect, oids)
+                decoding = self._decodings[dialect] = _decoding(compiled, dialect, oids)
             # asyncpg keeps the statement prepared
-            return make(await driver.fetch(compiled.sql, *arguments))
+            records = await driver.fetch(compiled.sql, *arguments)
+            return (decoding.make(records) if make else records), decoding
 
         return await on_driver(conn, compiled.sql, arguments, fetch)
 
@@ -158,30 +186,37 @@ def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
     )
 
 
-def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> MakeRows:
-    """A generated function: each record's values as a Row, through SQLAlchemy's result
-    processor where the column has one (as a CursorResult would apply it). One tuple
-    display per record: columns the statement selects as a NULL literal are written as
-    None without touching the record, enum columns go through a memo of their few
-    database values (the processor runs once per distinct value)."""
+def _decoding(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> Decoding:
+    """Per column, SQLAlchemy's result processor where it has one (as a CursorResult
+    would apply it), enum columns' through a memo of their few database values (the
+    processor runs once per distinct value); and the rows' maker."""
+    decoders: list[Decode | None] = []
+    for index, ((_name, type_), oid) in enumerate(zip(compiled.columns, oids, strict=True)):
+        process = None if index in compiled.nulls else type_._cached_result_processor(dialect, oid)
+        decoders.append(Memo(process) if process and isinstance(type_, _MEMOIZED) else process)
+    return Decoding(tuple(decoders), _row_maker(compiled, decoders))
+
+
+def _row_maker(compiled: _Compiled, decoders: Sequence[Decode | None]) -> MakeRows:
+    """A generated function: each record's values as a Row, decoded. One tuple display
+    per record: columns the statement selects as a NULL literal are written as None
+    without touching the record, memoized values are looked up inline."""
     namespace: dict[str, Any] = {"new": tuple.__new__}
     namespace["cls"] = row_type(tuple(name for name, _ in compiled.columns))
     items = []
-    for index, ((_name, type_), oid) in enumerate(zip(compiled.columns, oids, strict=True)):
+    for index, decode in enumerate(decoders):
         if index in compiled.nulls:
             items.append("None")
-            continue
-        process = type_._cached_result_processor(dialect, oid)
-        if process is None:
+        elif decode is None:
             items.append(f"r[{index}]")
-        elif isinstance(type_, _MEMOIZED):
-            memo = namespace[f"p{index}"] = _Memo(process)
-            namespace[f"m{index}"] = memo.values
+        elif isinstance(decode, Memo):
+            namespace[f"p{index}"] = decode
+            namespace[f"m{index}"] = decode.values
             # a member is never falsy (enum values are non-empty): a miss or a None
             # goes to the processor, which memoizes it
             items.append(f"(m{index}.get(r[{index}]) or p{index}(r[{index}]))")
         else:
-            namespace[f"p{index}"] = process
+            namespace[f"p{index}"] = decode
             items.append(f"p{index}(r[{index}])")
     row = ", ".join(items) + ("," if len(items) == 1 else "")
     source = f"def make(records):\n    return [new(cls, ({row})) for r in records]"
@@ -193,11 +228,12 @@ def _row_maker(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> 
 # Types whose processor maps a database value to an immutable value (an enum member
 # or the string itself): safe to memoize per database value.
 _MEMOIZED = (sa.Enum, StrEnumType)
-_MEMO_SIZE = 256  # an enum has a handful of values; a bound for anything unexpected
+MEMO_SIZE = 256  # an enum has a handful of values; a bound for anything unexpected
 
 
-class _Memo:
-    """A processor remembering its result per (hashable, non-None) input value."""
+class Memo:
+    """A processor remembering its result per (hashable, non-None) input value: a hit
+    in ``values`` is the processor's result (never falsy)."""
 
     __slots__ = ("process", "values")
 
@@ -207,6 +243,6 @@ class _Memo:
 
     def __call__(self, value: Any) -> Any:
         result = self.process(value)
-        if value is not None and result and len(self.values) < _MEMO_SIZE:
+        if value is not None and result and len(self.values) < MEMO_SIZE:
             self.values[value] = result
         return result

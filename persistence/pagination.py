@@ -5,9 +5,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from persistence.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from persistence.driver_reads import Decoding
 
 T = TypeVar("T")
 
@@ -21,6 +24,9 @@ class Page(Generic[T]):
     items: Sequence[T]
     total_count: int
     has_next_page: bool
+    # Set when ``items`` are the driver's raw records (``FixedRead.fetch_raw``): their
+    # values by position, decoded by it (``raw`` reads only).
+    decoding: "Decoding | None" = None
 
 
 @dataclass(frozen=True, slots=True)

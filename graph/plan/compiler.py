@@ -42,6 +42,7 @@ from graph.ids import GlobalIdOf
 from graph.permissions import RolePermission
 from graph.plan.fields import FETCHES, Fetch
 from graph.plan.serialize import LeafSpec, Writer, leaf_writer, serializer
+from persistence.driver_reads import Decoding
 from persistence.enums import Role
 from persistence.models import (
     BehavioralTestResult,
@@ -62,6 +63,7 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     )
 }
 ROW_TYPES = frozenset(ROW_COLUMNS)
+_RAW_WRITERS = 8  # per selection: one per statement it is read by, in practice one
 
 
 class Unsupported(Exception):
@@ -84,6 +86,21 @@ class ObjectPlan:
     relations: list["RelationPlan"] = field(default_factory=list)
     write_leaves: Writer | None = None
     columns: set[str] = field(default_factory=set)  # the row columns the selection reads
+    leaves: tuple[LeafSpec, ...] = ()
+    # Writers of raw driver records, per decoding (by id; the decoding kept alive).
+    raw_writers: dict[int, tuple[Decoding, Writer]] = field(default_factory=dict)
+
+    def writer(self, decoding: Decoding | None) -> Writer | None:
+        """The leaf writer of rows, or of raw records with ``decoding``."""
+        if decoding is None or self.write_leaves is None:
+            return self.write_leaves
+        entry = self.raw_writers.get(id(decoding))
+        if entry is None or entry[0] is not decoding:
+            if len(self.raw_writers) >= _RAW_WRITERS:  # statements evicted and rebuilt
+                self.raw_writers.clear()
+            writer = leaf_writer(self.leaves, NullValue, decoding.decoders)
+            entry = self.raw_writers[id(decoding)] = (decoding, writer)
+        return entry[1]
 
 
 @dataclass(slots=True)
@@ -283,6 +300,7 @@ class _Compiler:
                 plan.relations.append(self.relation(name, key, nodes, field_def, strawberry_field))
         plan.columns.update(r.fetch.parent for r in plan.relations if r.fetch.parent)
         if leaves:
+            plan.leaves = tuple(leaves)
             plan.write_leaves = leaf_writer(leaves, NullValue)
         return plan
 

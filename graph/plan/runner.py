@@ -33,7 +33,7 @@ from graph.plan.compiler import (
 )
 from graph.plan.serialize import serializer
 from graph.settings import PlanMode
-from persistence.driver_reads import row_type
+from persistence.driver_reads import Decoding, row_type
 from persistence.errors import ServiceUnavailable, ValidationFailed
 from persistence.pagination import Page, encode_cursor
 from persistence.records import Record
@@ -56,6 +56,7 @@ class _Level:
     plan: ObjectPlan
     rows: list[Any]
     outs: list[Out]
+    decoding: Decoding | None = None  # set: the rows are raw driver records
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ async def run_plan(
             if not jobs:
                 break
             loaded = await _load(jobs, loads)
-            merged: dict[int, _Level] = {}
+            merged: dict[Any, _Level] = {}
             for job in jobs:
                 found = loaded[id(job.loader)]
                 _attach(job, [found[key] for key in job.keys if key is not None], merged)
@@ -106,7 +107,7 @@ async def run_plan(
 
 
 def _fill_leaves(level: _Level) -> None:
-    write = level.plan.write_leaves
+    write = level.plan.writer(level.decoding)
     if write is not None:  # None: the root (no row), selections of relations only
         write(level.rows, level.outs)
 
@@ -127,7 +128,8 @@ def _start(
     else:
         parent = fetch.parent
         keys = []
-        for row in level.rows:
+        rows = level.rows if level.decoding is None else level.decoding.make(level.rows)
+        for row in rows:
             parent_id = getattr(row, parent)
             keys.append(None if parent_id is None else fetch.key(parent_id, arguments))
     loaders, columns = context.loaders, relation.columns
@@ -193,7 +195,7 @@ def prime(loads: Loads) -> None:
                 loader.cache_map.set(key, failed)
 
 
-def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None:
+def _attach(job: _Job, values: Sequence[Any], merged: dict[Any, _Level]) -> None:
     """Put the loaded rows into the parents' dictionaries; queue the next level."""
     relation = job.relation
     name = relation.key
@@ -232,10 +234,14 @@ def _attach(job: _Job, values: Sequence[Any], merged: dict[int, _Level]) -> None
         level.outs.extend(items)
 
 
-def _level_of(plan: ObjectPlan, merged: dict[int, _Level]) -> _Level:
-    level = merged.get(id(plan))
+def _level_of(
+    plan: ObjectPlan, merged: dict[Any, _Level], decoding: Decoding | None = None
+) -> _Level:
+    """The next level's rows of ``plan`` (raw records of one decoding apart)."""
+    key = id(plan) if decoding is None else (id(plan), id(decoding))
+    level = merged.get(key)
     if level is None:
-        level = merged[id(plan)] = _Level(plan, [], [])
+        level = merged[key] = _Level(plan, [], [], decoding)
     return level
 
 
@@ -244,16 +250,20 @@ def _connection(
     page: Page[Record],
     sort_value: Any,
     had_after: bool,
-    merged: dict[int, _Level],
+    merged: dict[Any, _Level],
     blank: tuple[int, ...],
 ) -> Out:
     out = plan.template.copy()
     rows = list(page.items)
-    cursors = [encode_cursor(sort_value(row), row.id) for row in rows] if plan.needs_cursors else []
+    decoding = page.decoding
+    cursors = []
+    if plan.needs_cursors:
+        decoded = rows if decoding is None else decoding.make(rows)
+        cursors = [encode_cursor(sort_value(row), row.id) for row in decoded]
     for key in plan.total_keys:
         out[key] = _int(page.total_count)
     for key, node_plan in plan.nodes:
-        level = _level_of(node_plan, merged)
+        level = _level_of(node_plan, merged, decoding)
         copy = node_plan.template.copy
         items = [copy() for _ in rows]
         out[key] = items
@@ -267,7 +277,7 @@ def _connection(
             for edge, cursor in zip(edges, cursors, strict=True):
                 edge[cursor_key] = cursor
         for node_key, node_plan in edge_plan.nodes:
-            level = _level_of(node_plan, merged)
+            level = _level_of(node_plan, merged, decoding)
             copy = node_plan.template.copy
             items = [copy() for _ in rows]
             for edge, item in zip(edges, items, strict=True):

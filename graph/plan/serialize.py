@@ -18,6 +18,7 @@ from graphql import (
 )
 
 from graph.ids import URL_SAFE, GlobalIdOf
+from persistence.driver_reads import MEMO_SIZE, Decode, Memo
 
 Serialize = Callable[[Any], Any]
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -78,11 +79,17 @@ _INLINE = {
 }
 
 
-def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
+def leaf_writer(
+    leaves: Sequence[LeafSpec],
+    on_null: type[Exception],
+    decoders: Sequence[Decode | None] | None = None,
+) -> Writer:
     """A function writing the leaves of every row into its response dictionary,
     generated for this selection (one straight-line block per leaf instead of an
     interpreted loop). A null in a non-null leaf raises ``on_null``. Keys and column
-    positions enter the source only as literals."""
+    positions enter the source only as literals. With ``decoders`` (per position, see
+    ``driver_reads.Decoding``) the rows are raw driver records, decoded here: an enum
+    column's database value maps straight to its GraphQL name through one memo."""
     namespace: dict[str, Any] = {
         "isfinite": math.isfinite,
         "on_null": on_null,
@@ -94,19 +101,22 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
     for i, (key, position, serialize, non_null) in enumerate(leaves):
         name = f"s{i}"
         namespace[name] = serialize
-        if isinstance(serialize, GlobalIdOf):  # to_global_id's body, without two calls
-            namespace[f"t{i}"] = f"{serialize.type_name}:"
-            expression = (
-                f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
-            )
-        elif isinstance(serialize, _EnumNames):
-            # An enum name is never empty; unhashable values fail the lookup with a
-            # TypeError, which makes the plan give up (standard execution answers).
-            namespace[f"n{i}"] = serialize.names
+        decode = decoders[position] if decoders else None
+        body.append(f"        v = row[{int(position)}]")  # rows: the table's columns first
+        if isinstance(decode, Memo) and isinstance(serialize, _EnumNames):
+            # An enum processor maps None to None and a value to a member: the null
+            # check holds on the database value, and the name is never empty.
+            names = namespace[f"s{i}"] = _DecodedNames(decode, serialize)
+            namespace[f"n{i}"] = names.names
             expression = f"n{i}.get(v) or {name}(v)"
         else:
-            expression = _INLINE.get(inline.get(serialize, ""), "{s}(v)").format(s=name)
-        body.append(f"        v = row[{int(position)}]")  # rows: the table's columns first
+            if isinstance(decode, Memo):  # a hit is the processor's result, never falsy
+                namespace[f"d{i}"], namespace[f"m{i}"] = decode, decode.values
+                body.append(f"        v = m{i}.get(v) or d{i}(v)")
+            elif decode is not None:
+                namespace[f"d{i}"] = decode
+                body.append(f"        v = d{i}(v)")
+            expression = _expression(i, serialize, inline, namespace)
         if non_null:
             body += ["        if v is None:", "            raise on_null"]
             body.append(f"        out[{key!r}] = {expression}")
@@ -117,3 +127,36 @@ def leaf_writer(leaves: Sequence[LeafSpec], on_null: type[Exception]) -> Writer:
     exec("\n".join(body), namespace)  # noqa: S102 - source built from literals above
     writer: Writer = namespace["write"]
     return writer
+
+
+def _expression(
+    i: int, serialize: Serialize, inline: dict[Serialize, str], namespace: dict[str, Any]
+) -> str:
+    """The source serializing ``v`` (a decoded, non-null value) for leaf ``i``."""
+    name = f"s{i}"
+    if isinstance(serialize, GlobalIdOf):  # to_global_id's body, without two calls
+        namespace[f"t{i}"] = f"{serialize.type_name}:"
+        return f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
+    if isinstance(serialize, _EnumNames):
+        # An enum name is never empty; unhashable values fail the lookup with a
+        # TypeError, which makes the plan give up (standard execution answers).
+        namespace[f"n{i}"] = serialize.names
+        return f"n{i}.get(v) or {name}(v)"
+    return _INLINE.get(inline.get(serialize, ""), "{s}(v)").format(s=name)
+
+
+class _DecodedNames:
+    """An enum column's GraphQL name per database value: decoded, then serialized;
+    memoized per value (``names``, bounded like the decoder's own memo)."""
+
+    __slots__ = ("decode", "names", "serialize")
+
+    def __init__(self, decode: Memo, serialize: _EnumNames) -> None:
+        self.decode, self.serialize = decode, serialize
+        self.names: dict[Any, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        name = self.serialize(self.decode(value))
+        if len(self.names) < MEMO_SIZE:
+            self.names[value] = name  # a database value (str): hashable
+        return name

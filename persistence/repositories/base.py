@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
-from persistence.driver_reads import FixedRead, any_of
+from persistence.driver_reads import Decoding, FixedRead, any_of
 from persistence.errors import ValidationFailed
 from persistence.filters import SortDirection
 from persistence.pagination import Keyset, Page
@@ -164,6 +164,7 @@ async def pages_by_parent(
     first: int,
     after: Keyset | None,
     columns: Columns = None,
+    raw: bool = False,
 ) -> list[Page[Record]]:
     """For each parent id (in order), a page of its children, in ONE statement.
 
@@ -171,7 +172,9 @@ async def pages_by_parent(
     parent and by "past the cursor" cuts each page at first+1. One row before the
     cursor is kept per parent so its total survives a page that comes back empty.
     The statement is built once per (filter, direction, cursor or not) and reused
-    with bound values: building it costs more than running it.
+    with bound values: building it costs more than running it. ``raw``: on a driver
+    read session the pages hold the driver's records and their ``decoding``
+    (``FixedRead.fetch_raw``), for a caller that reads values by position.
     """
     table = model.__table__  # type: ignore[attr-defined]
     parent_key = str(parent_col.key)
@@ -188,7 +191,12 @@ async def pages_by_parent(
     at_past = at_total + 1
     grouped: dict[int, list[Record]] = defaultdict(list)
     totals: dict[int, int] = {}
-    for row in await fetch_records(session, read, params=params):
+    decoding: Decoding | None = None
+    if raw:
+        found, decoding = await read.fetch_raw(session, params)
+    else:
+        found = await fetch_records(session, read, params=params)
+    for row in found:  # parent ids and the window's values are not decoded (ints, bools)
         parent = row[at_parent]
         totals[parent] = row[at_total]
         if row[at_past]:
@@ -196,7 +204,7 @@ async def pages_by_parent(
     pages: list[Page[Record]] = []
     for pid in parent_ids:
         rows = grouped.get(pid, [])
-        pages.append(Page(rows[:first], totals.get(pid, 0), len(rows) > first))
+        pages.append(Page(rows[:first], totals.get(pid, 0), len(rows) > first, decoding))
     return pages
 
 

@@ -89,6 +89,7 @@ class DiscrepancyRepository:
         first: int,
         after: Keyset | None,
         columns: Columns = None,
+        raw: bool = False,
     ) -> list[Page[Record]]:
         return await pages_by_parent(
             self.session,
@@ -101,6 +102,7 @@ class DiscrepancyRepository:
             first,
             after,
             columns,
+            raw,
         )
 
     async def bulk_insert(self, rows: Iterable[Mapping[str, Any]]) -> int:

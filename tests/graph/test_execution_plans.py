@@ -193,6 +193,33 @@ async def test_leaf_selections_with_nulls_are_served_by_plans(
     assert all(d["__typename"] == "Discrepancy" and d["resolvedAt"] is None for d in found)
 
 
+async def test_raw_discrepancy_pages_serve_cursors_parents_and_decoded_leaves(
+    seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
+) -> None:
+    """A plan writes session discrepancy pages from the driver's raw records on
+    PostgreSQL (rows elsewhere): enums, datetimes and JSON decoded by the writer,
+    cursors and a parent relation read from the records, all as standard execution
+    answers and without falling back."""
+    await seed.full("raw-a", n_discrepancies=4)
+    await seed.full("raw-b", n_discrepancies=2)
+    query = """{ sessions(first: 5) { edges { node { requestId
+        discrepancies(first: 3) { totalCount pageInfo { endCursor hasNextPage }
+            edges { cursor node { id createdAt severity discrepancyType confidence
+                validationContext isResolved session { requestId status } } } } } } } }"""
+    before = dict(STATS)
+    planned = await _post(clients[PlanMode.ON], query)
+    assert STATS["planned"] == before.get("planned", 0) + 1
+    assert STATS.get("fallback", 0) == before.get("fallback", 0)
+    standard = await _post(clients[PlanMode.OFF], query)
+    assert planned.content == standard.content
+    pages = [e["node"]["discrepancies"] for e in planned.json()["data"]["sessions"]["edges"]]
+    assert sorted(p["totalCount"] for p in pages) == [2, 4]
+    nodes = [edge["node"] for page in pages for edge in page["edges"]]
+    assert len(nodes) == 5
+    assert all(n["createdAt"] and n["severity"] for n in nodes)
+    assert {n["session"]["requestId"] for n in nodes} == {"raw-a", "raw-b"}
+
+
 # --------------------------------------------------------------- generated documents
 
 SCALARS = {
