@@ -270,6 +270,15 @@ def _connection(
         level.rows.extend(_blanked(rows, blank))
         level.outs.extend(items)
     for key, edge_plan in plan.edges:
+        if len(edge_plan.template) == 1 and len(edge_plan.nodes) == 1:  # { node { ... } }
+            node_key, node_plan = edge_plan.nodes[0]
+            level = _level_of(node_plan, merged, decoding)
+            copy = node_plan.template.copy
+            items = [copy() for _ in rows]
+            out[key] = [{node_key: item} for item in items]
+            level.rows.extend(_blanked(rows, blank))
+            level.outs.extend(items)
+            continue
         copy = edge_plan.template.copy
         edges = [copy() for _ in rows]
         out[key] = edges

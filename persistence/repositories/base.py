@@ -1,6 +1,8 @@
 """Shared query shapes: keyset pages, per-parent pages (window functions), grouping."""
 
 import functools
+import itertools
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -189,18 +191,19 @@ async def pages_by_parent(
     # The table's columns, then _total and _past (by position: cheapest on any row).
     at_parent, at_total = list(table.c.keys()).index(parent_key), len(table.c)
     at_past = at_total + 1
-    grouped: dict[int, list[Record]] = defaultdict(list)
+    grouped: dict[int, list[Record]] = {}
     totals: dict[int, int] = {}
     decoding: Decoding | None = None
     if raw:
         found, decoding = await read.fetch_raw(session, params)
     else:
         found = await fetch_records(session, read, params=params)
-    for row in found:  # parent ids and the window's values are not decoded (ints, bools)
-        parent = row[at_parent]
-        totals[parent] = row[at_total]
-        if row[at_past]:
-            grouped[parent].append(row)
+    # Rows come ordered by parent; parent ids and the window's values are not decoded
+    # (ints, bools). Without a cursor every row is past it.
+    for parent, group in itertools.groupby(found, operator.itemgetter(at_parent)):
+        rows = list(group)
+        totals[parent] = rows[0][at_total]
+        grouped[parent] = rows if after is None else [r for r in rows if r[at_past]]
     pages: list[Page[Record]] = []
     for pid in parent_ids:
         rows = grouped.get(pid, [])
