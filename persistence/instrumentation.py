@@ -18,6 +18,7 @@ engine and a Prometheus registry together:
 SQLAlchemy only: nothing here knows about HTTP or GraphQL.
 """
 
+import functools
 import logging
 import os
 import re
@@ -85,6 +86,7 @@ class InstrumentationSettings:
         return cls(slow_statement_ms=value)
 
 
+@functools.lru_cache(maxsize=1024)  # a server runs a few hundred distinct statements
 def statement_kind(statement: str) -> StatementKind:
     """SELECT, INSERT, UPDATE, DELETE or OTHER, from the statement's first keyword
     (a ``WITH`` query counts as the DML it contains, else as a SELECT)."""
@@ -136,6 +138,8 @@ class DatabaseInstrumentation:
         )
         self.pool = PoolCollector(db)
         self._attached = False
+        # The histogram's child per kind: labels() takes a lock and builds a key per call.
+        self._duration_of: dict[str, Any] = {}
 
     @property
     def _engine(self) -> Engine:
@@ -184,7 +188,10 @@ class DatabaseInstrumentation:
 
     def _observe(self, statement: str, seconds: float, *, failed: bool) -> None:
         kind = statement_kind(statement)
-        self.durations.labels(kind).observe(seconds)
+        duration = self._duration_of.get(kind)
+        if duration is None:
+            duration = self._duration_of[kind] = self.durations.labels(kind)
+        duration.observe(seconds)
         if seconds < self._slow_s:
             return
         self.slow.labels(kind).inc()

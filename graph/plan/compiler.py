@@ -29,10 +29,14 @@ from graphql import (
     GraphQLScalarType,
     GraphQLSchema,
     InlineFragmentNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    ValueNode,
     VariableDefinitionNode,
+    VariableNode,
 )
 from strawberry.permission import PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition
@@ -150,6 +154,10 @@ class RelationPlan:
     child: ObjectPlan | ConnectionPlan
     # The columns the rows must carry when the fetch can narrow its read (None: all).
     columns: frozenset[str] | None = None
+    # Arguments written without variables convert the same way in every run: the
+    # first run's conversion is kept here (never mutated by the runner).
+    static_arguments: bool = False
+    converted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +336,9 @@ class _Compiler:
                 raise Unsupported
             child = self.object(target, selection_sets)
         columns = frozenset(child.columns) if fetch.narrow is not None else None
+        static = not any(_has_variable(a.value) for a in nodes[0].arguments or ())
         return RelationPlan(
-            key, fetch, field_def, strawberry_field, nodes[0], non_null, child, columns
+            key, fetch, field_def, strawberry_field, nodes[0], non_null, child, columns, static
         )
 
     def check_permissions(self, strawberry_field: StrawberryField) -> None:
@@ -418,6 +427,16 @@ def _position(type_name: str, column: str) -> int:
         return ROW_COLUMNS[type_name].index(column)
     except ValueError:
         raise Unsupported from None
+
+
+def _has_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(_has_variable(v) for v in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(_has_variable(f.value) for f in value.fields)
+    return False
 
 
 def _unwrap(type_: GraphQLOutputType) -> tuple[Any, bool]:

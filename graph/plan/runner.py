@@ -115,13 +115,17 @@ def _fill_leaves(level: _Level) -> None:
 def _start(
     relation: RelationPlan, level: _Level, variables: Any, schema: Any, context: Context
 ) -> _Job:
-    raw = get_argument_values(relation.field_def, relation.node, variables)
-    arguments = convert_arguments(
-        raw,
-        relation.strawberry_field.arguments,
-        scalar_registry=schema.schema_converter.scalar_registry,
-        config=schema.config,
-    )
+    arguments = relation.converted.get("")
+    if arguments is None:
+        raw = get_argument_values(relation.field_def, relation.node, variables)
+        arguments = convert_arguments(
+            raw,
+            relation.strawberry_field.arguments,
+            scalar_registry=schema.schema_converter.scalar_registry,
+            config=schema.config,
+        )
+        if relation.static_arguments:
+            relation.converted[""] = arguments
     fetch = relation.fetch
     if fetch.parent is None:
         keys = [fetch.key(None, arguments) for _ in level.rows]

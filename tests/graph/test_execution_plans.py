@@ -220,6 +220,34 @@ async def test_raw_discrepancy_pages_serve_cursors_parents_and_decoded_leaves(
     assert {n["session"]["requestId"] for n in nodes} == {"raw-a", "raw-b"}
 
 
+async def test_arguments_with_variables_are_converted_per_run(
+    seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
+) -> None:
+    """Plans keep the converted arguments of relations written without variables;
+    a variable anywhere in a relation's arguments (nested in a list of an input
+    object too) is read again in every run."""
+    await seed.full("vars", n_discrepancies=6)  # 2 each of CRITICAL, WARNING, INFO
+    query = """query($sev: SeverityLevel!, $n: Int!) { sessions(first: 5) { edges { node {
+        fixed: discrepancies(first: 1, filter: {severity: [INFO]}) { totalCount }
+        nested: discrepancies(first: 5, filter: {severity: [$sev]}) { totalCount
+            nodes { severity } }
+        paged: discrepancies(first: $n) { nodes { id } } } } } }"""
+    answers = []
+    for variables in ({"sev": "CRITICAL", "n": 1}, {"sev": "WARNING", "n": 3}):
+        before = dict(STATS)
+        planned = await _post(clients[PlanMode.ON], query, variables)
+        assert STATS["planned"] == before.get("planned", 0) + 1
+        standard = await _post(clients[PlanMode.OFF], query, variables)
+        assert planned.content == standard.content
+        answers.append(planned.json()["data"]["sessions"]["edges"][0]["node"])
+    assert [a["fixed"]["totalCount"] for a in answers] == [2, 2]
+    assert [{n["severity"] for n in a["nested"]["nodes"]} for a in answers] == [
+        {"CRITICAL"},
+        {"WARNING"},
+    ]
+    assert [len(a["paged"]["nodes"]) for a in answers] == [1, 3]
+
+
 # --------------------------------------------------------------- generated documents
 
 SCALARS = {
