@@ -174,50 +174,79 @@ def _list(item: Coerce) -> Coerce:
 
 
 def _input_object(type_: GraphQLInputObjectType, open_types: frozenset[str], depth: int) -> Coerce:
+    """A generated function per input type (thousands of values per request: one
+    straight-line block per field, the String and enum fast paths written inline);
+    field names enter the source only as ``repr`` literals."""
     if type_.is_one_of or type_.name in open_types:
         raise _Unsupported
     inside = open_types | {type_.name}
-    # (name, output name, coercer, required, default or Undefined), in field order.
-    fields = tuple(
-        (
-            name,
-            field.out_name or name,
-            _build(field.type, inside, depth + 1),
-            is_required_input_field(field),
-            coerce_default_value(field),  # memoized on the field by graphql-core too
-        )
-        for name, field in type_.fields.items()
-    )
-    names = frozenset(type_.fields)
-    out_type = type_.out_type
-
-    def coerce(value: Any) -> Any:
-        if value is None or value is Undefined:
-            return None
-        if not isinstance(value, dict) or not names.issuperset(value):
-            return Undefined  # unknown fields: graphql-core decides and reports
-        out: dict[str, Any] = {}
-        for name, out_name, field_coerce, required, default in fields:
-            given = value.get(name, Undefined)
-            if given is Undefined:
-                if required:
-                    return Undefined
-                if default is not Undefined:
-                    out[out_name] = default
-                continue
-            coerced = field_coerce(given)
-            if coerced is Undefined:
-                return Undefined
-            out[out_name] = coerced
-        return out_type(out)
-
+    namespace: dict[str, Any] = {
+        "U": Undefined,
+        "names": frozenset(type_.fields),
+        "out_type": type_.out_type,
+        "isdict": isinstance,
+    }
+    body = [
+        "def coerce(value):",
+        "    if value is None or value is U:",
+        "        return None",
+        "    if not isdict(value, dict) or not names.issuperset(value):",
+        "        return U  # unknown fields: graphql-core decides and reports",
+        "    out = {}",
+    ]
+    for i, (name, field) in enumerate(type_.fields.items()):
+        out_name = field.out_name or name
+        namespace[f"f{i}"] = _build(field.type, inside, depth + 1)
+        body.append(f"    v = value.get({name!r}, U)")
+        body.append("    if v is U:")
+        if is_required_input_field(field):
+            body.append("        return U")
+        else:
+            default = coerce_default_value(field)  # memoized on the field by graphql-core
+            if default is not Undefined:
+                namespace[f"d{i}"] = default
+                body.append(f"        out[{out_name!r}] = d{i}")
+            else:
+                body.append("        pass")
+        body += _field_source(i, field.type, out_name, namespace)
+    body.append("    return out_type(out)")
+    exec("\n".join(body), namespace)  # noqa: S102 - names only as repr literals
+    coerce: Coerce = namespace["coerce"]
     return coerce
 
 
+def _field_source(
+    i: int, type_: GraphQLInputType, out_name: str, namespace: dict[str, Any]
+) -> list[str]:
+    """The ``else`` branch coercing a given value ``v`` of field ``i``: what ``f{i}``
+    returns, with the value itself for a str of a String field and the member for a
+    known name of an enum field (the built coercers' own fast paths)."""
+    inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+    general = [
+        "        c = f{i}(v)",
+        "        if c is U:",
+        "            return U",
+        f"        out[{out_name!r}] = c",
+    ]
+    general = [line.replace("{i}", str(i)) for line in general]
+    if inner is GraphQLString:
+        fast = f"    elif v.__class__ is str:\n        out[{out_name!r}] = v"
+    elif isinstance(inner, GraphQLEnumType):
+        namespace[f"m{i}"] = _members(inner)
+        fast = f"    elif v.__class__ is str and v in m{i}:\n        out[{out_name!r}] = m{i}[v]"
+    else:
+        return ["    else:", *general]
+    return [*fast.split("\n"), "    else:", *general]
+
+
+def _members(type_: GraphQLEnumType) -> dict[str, Any]:
+    """Each name's value, computed once by the type itself (Strawberry's enum types
+    wrap it in the Python enum)."""
+    return {name: type_.coerce_input_value(name) for name in type_.values}
+
+
 def _enum(type_: GraphQLEnumType) -> Coerce:
-    # Each name's value, computed once by the type itself (Strawberry's enum types
-    # wrap it in the Python enum).
-    members = {name: type_.coerce_input_value(name) for name in type_.values}
+    members = _members(type_)
 
     def coerce(value: Any) -> Any:
         if value is None or value is Undefined:
