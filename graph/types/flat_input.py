@@ -7,7 +7,8 @@ recordValidationResult. graphql-core has already coerced the value (scalars pars
 enum names mapped to members) and filled in published defaults, so for a leaf field
 (scalar or enum) Strawberry passes the value on unchanged. ``flat_input`` sets the
 type definition's ``from_input`` hook (Strawberry's hook for types that build their
-own value) to do exactly that with a prepared field table. A list of all-leaf flat
+own value) to do exactly that with a function generated per type, which sets the
+fields of a new instance as the dataclass ``__init__`` would (plain dataclasses only). A list of all-leaf flat
 inputs (the discrepancies of a result) is built item by item with the item's hook,
 skipping Strawberry's dispatch per item too. Any other field still goes through
 Strawberry's conversion (``InputContext.convert``). The GraphQL schema is unchanged.
@@ -50,40 +51,69 @@ def flat_input(cls: T) -> T:
         # Strawberry checks explicit nulls of Maybe fields in validation only for
         # types without a from_input hook.
         raise TypeError(f"flat_input: {cls.__name__} has a Maybe field")
-    # Fields without a Python default are None unless given, as Strawberry does.
-    unset: dict[str, object] = {
-        f.python_name: None
-        for f in definition.fields
-        if f.default_value is MISSING and f.default_factory is MISSING
-    }
-    # GraphQL name -> (python name, how to build its value), known at the first call:
-    # the names depend on the schema's config.
-    fields: dict[str, tuple[str, _Build]] = {}
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or params.frozen or "__slots__" in vars(cls) or hasattr(cls, "__post_init__"):
+        # Instances are made by setting the fields, as the dataclass __init__ does.
+        raise TypeError(f"flat_input: {cls.__name__} is not a plain dataclass")
+
+    made: list[_Hook] = []
 
     def from_input(type_: type, value: Mapping[str, Any], context: InputContext) -> Any:
-        if not fields:
-            fields.update(_field_table(definition, context))
-        kwargs = dict(unset)
-        for name, item in value.items():
-            python_name, build = fields[name]
-            kwargs[python_name] = item if build is None else build(item, name, context)
-        return type_(**kwargs)
+        # The field names depend on the schema's config: known at the first call,
+        # which puts the generated function in this one's place.
+        if not made:
+            made.append(_maker(definition, context))
+            definition.from_input = _HOOKS[cls] = made[0]
+        return made[0](type_, value, context)
 
     definition.from_input = from_input
     _HOOKS[cls] = from_input
     return cls
 
 
-def _field_table(
-    definition: StrawberryObjectDefinition, context: InputContext
-) -> dict[str, tuple[str, _Build]]:
-    return {
-        context.config.name_converter.from_field(field): (
-            field.python_name,
-            _builder(field.resolve_type(type_definition=definition)),
-        )
-        for field in definition.fields
-    }
+def _maker(definition: StrawberryObjectDefinition, context: InputContext) -> _Hook:
+    """A function generated for the type: each field set from the coerced value (its
+    GraphQL name given) or its default (None for a field without one, as Strawberry
+    passes it); fields that are not leaves built by ``_builder``'s function. Names
+    enter the source only as ``repr`` literals."""
+    namespace: dict[str, Any] = {"new": object.__new__, "absent": _ABSENT}
+    body = ["def make(type_, value, context):", "    o = new(type_)", "    get = value.get"]
+    for i, field in enumerate(definition.fields):
+        name = context.config.name_converter.from_field(field)
+        attribute = field.python_name
+        if not attribute.isidentifier():  # pragma: no cover - Python names always are
+            raise TypeError(f"flat_input: field {attribute!r}")
+        if field.default_factory is not MISSING:
+            namespace[f"f{i}"] = field.default_factory
+            default = f"f{i}()"
+        elif field.default_value is not MISSING:
+            namespace[f"d{i}"] = field.default_value
+            default = f"d{i}"
+        else:
+            default = "None"
+        build = _builder(field.resolve_type(type_definition=definition))
+        if build is None:
+            if default == "None":
+                body.append(f"    o.{attribute} = get({name!r})")
+            elif default.endswith("()"):
+                body.append(
+                    f"    o.{attribute} = value[{name!r}] if {name!r} in value else {default}"
+                )
+            else:
+                body.append(f"    o.{attribute} = get({name!r}, {default})")
+            continue
+        namespace[f"b{i}"] = build
+        body += [
+            f"    v = get({name!r}, absent)",
+            f"    o.{attribute} = {default} if v is absent else b{i}(v, {name!r}, context)",
+        ]
+    body.append("    return o")
+    exec("\n".join(body), namespace)  # noqa: S102 - names only as literals
+    make: _Hook = namespace["make"]
+    return make
+
+
+_ABSENT = object()
 
 
 def _builder(type_: Any) -> _Build:
@@ -93,11 +123,12 @@ def _builder(type_: Any) -> _Build:
     item = list_type.of_type if isinstance(list_type, StrawberryList) else None
     if isinstance(item, type) and item in _HOOKS and _all_leaves(item):
         # Items need no context of their own: all their fields are leaves.
-        hook, cls = _HOOKS[item], item
+        cls = item
 
         def build_items(value: Any, name: str, context: InputContext) -> Any:
             if value is None:
                 return None
+            hook = _HOOKS[cls]  # per list: the generated one after the first item
             return [None if entry is None else hook(cls, entry, context) for entry in value]
 
         return build_items

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import strawberry
 from graphql import (
     GraphQLInputObjectType,
     coerce_input_value,
@@ -22,6 +23,7 @@ from graph.mutations.results import (
     RecordValidationResultInput,
 )
 from graph.schema import schema
+from graph.types.flat_input import flat_input
 from tests.graph.input_values import assert_same, client_values
 
 FLAT = [
@@ -72,3 +74,17 @@ def test_flat_input_builds_what_strawberry_builds(cls: type) -> None:
         assert_same(flat, default)
 
     check()
+
+
+def test_flat_input_refuses_types_whose_init_does_more_than_set_fields() -> None:
+    """Instances are made by setting the fields: a __post_init__ would not run."""
+
+    @strawberry.input
+    class Checked:
+        name: str
+
+        def __post_init__(self) -> None:  # pragma: no cover - never called
+            self.name = self.name.strip()
+
+    with pytest.raises(TypeError, match="not a plain dataclass"):
+        flat_input(Checked)
