@@ -28,7 +28,8 @@ def to_global_id(type_name: str, db_id: int) -> str:
 
 class GlobalIdOf:
     """``to_global_id`` for one type as a one-argument function. Execution plans'
-    leaf writers recognise it and write its body inline (``URL_SAFE``, the same calls)."""
+    leaf writers recognise it and write its body inline (for an int id of a type named
+    by a word, formatted as bytes and not translated: graph.plan.serialize says why)."""
 
     __slots__ = ("type_name",)
 

@@ -4,6 +4,7 @@ serializers, with identity fast paths where graphql-core returns the value itsel
 
 import binascii
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from graph.ids import URL_SAFE, GlobalIdOf
 from persistence.driver_reads import MEMO_SIZE, Decode, Memo
 
 Serialize = Callable[[Any], Any]
+_WORD = re.compile(r"[A-Za-z0-9_]+")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
@@ -136,7 +138,15 @@ def _expression(
     name = f"s{i}"
     if isinstance(serialize, GlobalIdOf):  # to_global_id's body, without two calls
         namespace[f"t{i}"] = f"{serialize.type_name}:"
-        return f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
+        general = f'b64(f"{{t{i}}}{{v}}".encode(), newline=False).translate(url_safe).decode()'
+        if not _WORD.fullmatch(serialize.type_name):
+            return general
+        # "Type:<int>" is formatted as bytes directly, and its base64 has no "+" or "/"
+        # to translate: those encode 6-bit groups 62 and 63, which ASCII bytes only
+        # reach as a byte's low six bits in ">?~" and DEL, none of them in a word,
+        # ":", "-" or a digit.
+        namespace[f"p{i}"] = f"{serialize.type_name}:%d".encode()
+        return f"b64(p{i} % v, newline=False).decode() if v.__class__ is int else {general}"
     if isinstance(serialize, _EnumNames):
         # An enum name is never empty; unhashable values fail the lookup with a
         # TypeError, which makes the plan give up (standard execution answers).

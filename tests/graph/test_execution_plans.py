@@ -19,11 +19,14 @@ import asyncpg
 import httpx
 import pytest
 from graphql import parse
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
 
-from graph.plan.compiler import compile_plan
+from graph.ids import GlobalIdOf, to_global_id
+from graph.plan.compiler import NullValue, compile_plan
 from graph.plan.extension import MISMATCHES, PLANS, STATS
+from graph.plan.serialize import leaf_writer
 from graph.schema import build_graphql_app, schema
 from graph.settings import AppSettings, PlanMode
 from persistence.database import DatabaseManager
@@ -246,6 +249,20 @@ async def test_arguments_with_variables_are_converted_per_run(
         {"WARNING"},
     ]
     assert [len(a["paged"]["nodes"]) for a in answers] == [1, 3]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    type_name=st.sampled_from(["Discrepancy", "ValidationSession", "Odd Type>", "x_1"]),
+    value=st.one_of(st.integers(), st.text(max_size=8), st.booleans()),
+)
+def test_leaf_writers_write_global_ids_as_to_global_id(type_name: str, value: Any) -> None:
+    """The writers' inline global ids (bytes formatting, no translation for word
+    types and int ids; the general form otherwise) equal ``to_global_id``'s."""
+    write = leaf_writer([("id", 0, GlobalIdOf(type_name), True)], NullValue)
+    out: dict[str, Any] = {}
+    write([(value,)], [out])
+    assert out == {"id": to_global_id(type_name, value)}
 
 
 # --------------------------------------------------------------- generated documents
