@@ -127,8 +127,9 @@ class Loaders:
         self.discrepancy_page_by_session: DataLoader[ChildPageKey, Page[Record]] = self.narrow(
             "discrepancy_page_by_session", None
         )
-        # Root listings: the page and its total (two statements), cached per request
-        # like every loader, so a document reads each listing once.
+        # Root listings: the page, its rows carrying the total (one statement; an empty
+        # page counts on its own), cached per request like every loader, so a document
+        # reads each listing once.
         self.session_page: DataLoader[PageKey[SessionFilter, SessionOrder], Page[Record]] = (
             self.narrow("session_page", None)
         )

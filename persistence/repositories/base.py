@@ -108,8 +108,10 @@ async def keyset_page(
     columns: Columns = None,
 ) -> Page[Record]:
     """One page (first+1 rows to learn has_next) plus the filtered total, as rows
-    (sealed cells opened). Both statements are built once per (filter, order, cursor
-    or not, columns) and run with the cursor and limit bound."""
+    (sealed cells opened). The page's rows carry the total (an uncorrelated scalar
+    subquery the database evaluates once: one statement, one snapshot); an empty page
+    has no row to carry it, and counts on its own. Both statements are built once per
+    (filter, order, cursor or not, columns) and run with the cursor and limit bound."""
     table = model.__table__  # type: ignore[attr-defined]
     sealed = _to_open(columns, sealed)
     params: dict[str, Any] = {"limit": first + 1}
@@ -120,9 +122,10 @@ async def keyset_page(
         table, conditions_of, filter_, sort_key, direction, after is not None,
         dialect_name(session), _with_row_key(columns, sealed),
     )  # fmt: skip
-    total = (await fetch_records(session, count))[0][0]
     # first+1 rows even for first=0: the extra row alone tells whether a next page exists.
     rows = await fetch_records(session, page, sealed, params)
+    # The table's columns, then _total (by position: cheapest on any row).
+    total = rows[0][len(table.c)] if rows else (await fetch_records(session, count))[0][0]
     return Page(items=rows[:first], total_count=total or 0, has_next_page=len(rows) > first)
 
 
@@ -146,8 +149,9 @@ def _page_statements(
         past.append(
             _past(sort_col, id_col, direction, value, sa.bindparam("after_id", type_=id_col.type))
         )
+    total = count.correlate(None).scalar_subquery().label("_total")
     page = (
-        sa.select(*select_list(table, table.c.keys(), columns, (sort_key,)))
+        sa.select(*select_list(table, table.c.keys(), columns, (sort_key,)), total)
         .where(*conditions, *past)
         .order_by(*ordering(sort_col, id_col, direction))
         .limit(sa.bindparam("limit", type_=sa.Integer()))

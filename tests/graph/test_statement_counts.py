@@ -46,9 +46,9 @@ DASHBOARD = """
   }
 }
 """
-# count + page of sessions, then one batch each: results, latest result, discrepancy
-# pages (window function), behavioral tests.
-DASHBOARD_STATEMENTS = 6
+# the page of sessions (its rows carry the count), then one batch each: results, latest
+# result, discrepancy pages (window function), behavioral tests.
+DASHBOARD_STATEMENTS = 5
 
 DEEP = """
 {
@@ -61,10 +61,10 @@ DEEP = """
   }
 }
 """
-# count + page, then one batch each: results, discrepancy pages, behavioral tests,
-# sessions by id (all three branches ask for the same sessions: the loader's cache
-# answers the later ones), results by id, latest result.
-DEEP_STATEMENTS = 8
+# the page (with its count), then one batch each: results, discrepancy pages, behavioral
+# tests, sessions by id (all three branches ask for the same sessions: the loader's
+# cache answers the later ones), results by id, latest result.
+DEEP_STATEMENTS = 7
 
 
 async def _seed_dashboard(seed: Seeder, start: int, stop: int) -> list[Seeded]:
@@ -117,17 +117,46 @@ async def test_dashboard_statement_count_does_not_grow_with_rows(
 
     assert small_count == large_count == DASHBOARD_STATEMENTS, large_texts
     assert small_deep_count == large_deep_count == DEEP_STATEMENTS
-    # one count and one page for the root connection, no per-row statement
-    assert sum(t.lstrip().lower().startswith("select count(") for t in large_texts) == 1
+    # one statement for the root connection, its count inside; no per-row statement
+    assert not any(t.lstrip().lower().startswith("select count(") for t in large_texts)
+    assert sum("(SELECT count(*)" in t for t in large_texts) == 1
     from_sessions = re.compile(r"\sFROM validation_sessions\b", re.I)
-    assert sum(bool(from_sessions.search(t)) for t in large_texts) == 2
+    assert sum(bool(from_sessions.search(t)) for t in large_texts) == 1
+
+
+async def test_listing_totals_come_with_the_page_or_count_alone_when_it_is_empty(
+    read_gql: Gql, seed: Seeder, statements: StatementLog
+) -> None:
+    """A listing's rows carry its filtered total (one statement); a page with no row
+    (past the last cursor) counts on its own (two); first: 0 still reads one row."""
+    for i in range(3):
+        await seed.session(f"total-{i}")
+    end = data_of(await read_gql("{ sessions(first: 3) { pageInfo { endCursor } } }"))
+    cursor = end["sessions"]["pageInfo"]["endCursor"]
+    future = '"2999-01-01T00:00:00Z"'  # a filter nothing passes
+    cases = [
+        ("{ sessions(first: 2) { totalCount edges { node { requestId } } } }", 3, 2, 1),
+        ("{ sessions(first: 0) { totalCount edges { node { requestId } } } }", 3, 0, 1),
+        (
+            f'{{ sessions(first: 2, after: "{cursor}") {{ totalCount edges {{ cursor }} }} }}',
+            3,
+            0,
+            2,
+        ),
+        (f"{{ sessions(first: 2, filter: {{createdFrom: {future}}}) {{ totalCount }} }}", 0, 0, 2),
+    ]
+    for query, total, shown, count in cases:
+        data = await _measure(read_gql, statements, query)
+        assert data["sessions"]["totalCount"] == total, query
+        assert len(data["sessions"].get("edges", [])) == shown, query
+        assert statements.count == count, (query, statements.texts)
 
 
 @pytest.mark.parametrize(
     ("mode", "checkouts"),
     # plans: every batch on one read session; standard execution: one per loader batch
-    # (count and page share the root listing's batch)
-    [(PlanMode.ON, 1), (PlanMode.OFF, DASHBOARD_STATEMENTS - 1)],
+    # (one statement each)
+    [(PlanMode.ON, 1), (PlanMode.OFF, DASHBOARD_STATEMENTS)],
     ids=["plans", "standard"],
 )
 async def test_dashboard_connection_checkouts(
