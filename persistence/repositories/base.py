@@ -227,13 +227,13 @@ def _pages_statement(
     columns: Columns,
 ) -> FixedRead:
     key = table.c[parent_key]
+    conditions = conditions_of(filter_)
+    if not has_after:
+        return _first_pages_statement(table, key, conditions, direction, dialect, columns)
     id_col = table.c.id
-    past_col: sa.ColumnElement[bool] = sa.true()
-    if has_after:
-        value = sa.bindparam("after_value", type_=id_col.type)
-        past_col = _past(
-            id_col, id_col, direction, value, sa.bindparam("after_id", type_=id_col.type)
-        )
+    limit = sa.bindparam("limit", type_=sa.Integer())
+    value = sa.bindparam("after_value", type_=id_col.type)
+    past_col = _past(id_col, id_col, direction, value, sa.bindparam("after_id", type_=id_col.type))
     # Narrow from the innermost select: SQLite cannot flatten windowed subqueries and
     # carried every column (long texts, JSON) through both (a dashboard page of 1,000
     # rows: 9.7 -> 6.9 ms in sqlite3); PostgreSQL prunes them either way.
@@ -243,7 +243,7 @@ def _pages_statement(
             sa.func.count().over(partition_by=key).label("_total"),
             past_col.label("_past"),
         )
-        .where(any_of(key, "parent_ids", dialect), *conditions_of(filter_))
+        .where(any_of(key, "parent_ids", dialect), *conditions)
         .subquery("filtered")
     )
     numbered = sa.select(
@@ -255,7 +255,6 @@ def _pages_statement(
         )
         .label("_rn"),
     ).subquery("numbered")
-    limit = sa.bindparam("limit", type_=sa.Integer())
     selected = select_list(numbered, table.c.keys(), columns, (parent_key,))
     return FixedRead(
         sa.select(*selected, numbered.c._total, numbered.c._past)
@@ -266,6 +265,41 @@ def _pages_statement(
             )
         )
         .order_by(numbered.c[parent_key], numbered.c._past, numbered.c._rn)
+    )
+
+
+def _first_pages_statement(
+    table: sa.Table,
+    key: sa.Column[Any],
+    conditions: Sequence[sa.ColumnElement[bool]],
+    direction: SortDirection,
+    dialect: str,
+    columns: Columns,
+) -> FixedRead:
+    """The first pages (no cursor): every row is past it, so one window pass numbers
+    and counts; the same rows and layout as with a cursor, _past constantly true
+    (SQLite, a dashboard's 50 pages of 20 in sqlite3: 4.8 -> 2.9 ms, one sort less)."""
+    parent_key = str(key.key)
+    numbered = (
+        sa.select(
+            *select_list(table, table.c.keys(), columns, (parent_key,)),
+            sa.func.count().over(partition_by=key).label("_total"),
+            sa.true().label("_past"),
+            sa.func.row_number()
+            .over(partition_by=key, order_by=ordering(table.c.id, table.c.id, direction)[:1])
+            .label("_rn"),
+        )
+        .where(any_of(key, "parent_ids", dialect), *conditions)
+        .subquery("numbered")
+    )
+    return FixedRead(
+        sa.select(
+            *select_list(numbered, table.c.keys(), columns, (parent_key,)),
+            numbered.c._total,
+            numbered.c._past,
+        )
+        .where(numbered.c._rn <= sa.bindparam("limit", type_=sa.Integer()))
+        .order_by(numbered.c[parent_key], numbered.c._rn)
     )
 
 
