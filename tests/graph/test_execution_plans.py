@@ -167,6 +167,22 @@ async def test_roles_are_enforced_by_falling_back(db: DatabaseManager, seed: See
     assert STATS["planned"] == before.get("planned", 0)
 
 
+async def _planned_as_standard(
+    clients: dict[PlanMode, httpx.AsyncClient],
+    query: str,
+    variables: dict[str, Any] | None = None,
+) -> httpx.Response:
+    """The planned response, after checking that the plan served it (no fallback)
+    and that standard execution answers the same bytes."""
+    before = dict(STATS)
+    planned = await _post(clients[PlanMode.ON], query, variables)
+    assert STATS["planned"] == before.get("planned", 0) + 1
+    assert STATS.get("fallback", 0) == before.get("fallback", 0)
+    standard = await _post(clients[PlanMode.OFF], query, variables)
+    assert planned.content == standard.content
+    return planned
+
+
 async def test_leaf_selections_with_nulls_are_served_by_plans(
     seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
 ) -> None:
@@ -180,12 +196,7 @@ async def test_leaf_selections_with_nulls_are_served_by_plans(
         latestResult { __typename id fidelityScore }
         discrepancies(first: 3) { nodes { __typename id resolvedAt resolutionNotes
             recommendation sev: severity isResolved r: resolvedBy } } } } } }"""
-    before = dict(STATS)
-    planned = await _post(clients[PlanMode.ON], query)
-    assert STATS["planned"] == before.get("planned", 0) + 1
-    assert STATS.get("fallback", 0) == before.get("fallback", 0)
-    standard = await _post(clients[PlanMode.OFF], query)
-    assert planned.content == standard.content
+    planned = await _planned_as_standard(clients, query)
     nodes = [edge["node"] for edge in planned.json()["data"]["sessions"]["edges"]]
     assert {node["requestId"]: node["latestResult"] is None for node in nodes} == {
         "with-result": False,
@@ -209,12 +220,7 @@ async def test_raw_discrepancy_pages_serve_cursors_parents_and_decoded_leaves(
         discrepancies(first: 3) { totalCount pageInfo { endCursor hasNextPage }
             edges { cursor node { id createdAt severity discrepancyType confidence
                 validationContext isResolved session { requestId status } } } } } } } }"""
-    before = dict(STATS)
-    planned = await _post(clients[PlanMode.ON], query)
-    assert STATS["planned"] == before.get("planned", 0) + 1
-    assert STATS.get("fallback", 0) == before.get("fallback", 0)
-    standard = await _post(clients[PlanMode.OFF], query)
-    assert planned.content == standard.content
+    planned = await _planned_as_standard(clients, query)
     pages = [e["node"]["discrepancies"] for e in planned.json()["data"]["sessions"]["edges"]]
     assert sorted(p["totalCount"] for p in pages) == [2, 4]
     nodes = [edge["node"] for page in pages for edge in page["edges"]]
@@ -237,11 +243,7 @@ async def test_arguments_with_variables_are_converted_per_run(
         paged: discrepancies(first: $n) { nodes { id } } } } } }"""
     answers = []
     for variables in ({"sev": "CRITICAL", "n": 1}, {"sev": "WARNING", "n": 3}):
-        before = dict(STATS)
-        planned = await _post(clients[PlanMode.ON], query, variables)
-        assert STATS["planned"] == before.get("planned", 0) + 1
-        standard = await _post(clients[PlanMode.OFF], query, variables)
-        assert planned.content == standard.content
+        planned = await _planned_as_standard(clients, query, variables)
         answers.append(planned.json()["data"]["sessions"]["edges"][0]["node"])
     assert [a["fixed"]["totalCount"] for a in answers] == [2, 2]
     assert [{n["severity"] for n in a["nested"]["nodes"]} for a in answers] == [
