@@ -131,7 +131,10 @@ class FixedRead:
     ) -> tuple[Sequence[Any], Decoding | None]:
         """On a driver read session, the driver's records as they come (by position)
         and how to decode them; elsewhere the rows ``fetch`` returns and None. For a
-        caller that reads a few values of many rows: it skips building the rows."""
+        caller that reads a few values of many rows: it skips building the rows. A
+        decoder's error (a value the processor refuses) is the caller's to meet, not
+        translated as the statement's (execution plans fall back on it, and standard
+        execution's whole-row read reports it)."""
         conn: AsyncConnection | None = session.info.get(DRIVER_READS)
         if conn is None:
             return await self.fetch(session, params), None
@@ -189,7 +192,27 @@ def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
 def _decoding(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> Decoding:
     """Per column, SQLAlchemy's result processor where it has one (as a CursorResult
     would apply it), enum columns' through a memo of their few database values (the
-    processor runs once per distinct value); and the rows' maker."""
+    processor runs once per distinct value); and the rows' maker. Statements with the
+    same result columns (the same listing with other filter values, say) share one
+    decoding, so what is built per decoding (plan writers) is built once for them."""
+    key = (compiled.columns, compiled.nulls, dialect, oids)
+    try:
+        shared = _DECODINGS.get(key)
+    except TypeError:  # a column type that cannot be hashed: this statement's own
+        return _new_decoding(compiled, dialect, oids)
+    if shared is None:
+        if len(_DECODINGS) >= _DECODINGS_SIZE:  # statements come from bounded caches
+            _DECODINGS.clear()
+        shared = _DECODINGS[key] = _new_decoding(compiled, dialect, oids)
+    return shared
+
+
+_DecodingKey = tuple[Any, ...]
+_DECODINGS: dict[_DecodingKey, Decoding] = {}
+_DECODINGS_SIZE = 512
+
+
+def _new_decoding(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> Decoding:
     decoders: list[Decode | None] = []
     for index, ((_name, type_), oid) in enumerate(zip(compiled.columns, oids, strict=True)):
         process = None if index in compiled.nulls else type_._cached_result_processor(dialect, oid)

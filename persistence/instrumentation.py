@@ -86,7 +86,9 @@ class InstrumentationSettings:
         return cls(slow_statement_ms=value)
 
 
-@functools.lru_cache(maxsize=1024)  # a server runs a few hundred distinct statements
+# A server runs a few hundred distinct statements (on SQLite one more per IN-list
+# length); bounded either way.
+@functools.lru_cache(maxsize=1024)
 def statement_kind(statement: str) -> StatementKind:
     """SELECT, INSERT, UPDATE, DELETE or OTHER, from the statement's first keyword
     (a ``WITH`` query counts as the DML it contains, else as a SELECT)."""

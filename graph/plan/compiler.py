@@ -67,7 +67,9 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     )
 }
 ROW_TYPES = frozenset(ROW_COLUMNS)
-_RAW_WRITERS = 8  # per selection: one per statement it is read by, in practice one
+# Per selection: one per result layout it is read with (statements with the same
+# columns share a decoding), so in practice one.
+_RAW_WRITERS = 8
 
 
 class Unsupported(Exception):

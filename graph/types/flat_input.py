@@ -8,9 +8,9 @@ enum names mapped to members) and filled in published defaults, so for a leaf fi
 (scalar or enum) Strawberry passes the value on unchanged. ``flat_input`` sets the
 type definition's ``from_input`` hook (Strawberry's hook for types that build their
 own value) to do exactly that with a function generated per type, which sets the
-fields of a new instance as the dataclass ``__init__`` would (plain dataclasses only). A list of all-leaf flat
-inputs (the discrepancies of a result) is built item by item with the item's hook,
-skipping Strawberry's dispatch per item too. Any other field still goes through
+fields of a new instance as the dataclass ``__init__`` would (plain dataclasses
+only). A list of all-leaf flat inputs (the discrepancies of a result) is built item
+by item with the item's hook, skipping Strawberry's dispatch per item too. Any other field still goes through
 Strawberry's conversion (``InputContext.convert``). The GraphQL schema is unchanged.
 """
 
@@ -75,7 +75,8 @@ def _maker(definition: StrawberryObjectDefinition, context: InputContext) -> _Ho
     """A function generated for the type: each field set from the coerced value (its
     GraphQL name given) or its default (None for a field without one, as Strawberry
     passes it); fields that are not leaves built by ``_builder``'s function. Names
-    enter the source only as ``repr`` literals."""
+    enter the source only as ``repr`` literals, attribute names as checked
+    identifiers."""
     namespace: dict[str, Any] = {"new": object.__new__, "absent": _ABSENT}
     body = ["def make(type_, value, context):", "    o = new(type_)", "    get = value.get"]
     for i, field in enumerate(definition.fields):

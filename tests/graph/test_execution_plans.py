@@ -229,6 +229,34 @@ async def test_raw_discrepancy_pages_serve_cursors_parents_and_decoded_leaves(
     assert {n["session"]["requestId"] for n in nodes} == {"raw-a", "raw-b"}
 
 
+async def test_raw_pages_after_a_cursor_and_with_other_filters_answer_as_standard(
+    seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
+) -> None:
+    """Raw discrepancy pages after a cursor (the rows before it dropped by position)
+    and under other filter values (other statements, one writer) answer as standard
+    execution does, served by the plan."""
+    await seed.full("after", n_discrepancies=9)  # 3 each of CRITICAL, WARNING, INFO
+    first = """{ sessions(first: 1) { edges { node {
+        discrepancies(first: 4) { pageInfo { endCursor } } } } } }"""
+    page = (await _planned_as_standard(clients, first)).json()["data"]["sessions"]["edges"][0]
+    cursor = page["node"]["discrepancies"]["pageInfo"]["endCursor"]
+    query = """query($after: String, $sev: [SeverityLevel!]) { sessions(first: 1) { edges {
+        node { discrepancies(first: 3, after: $after, filter: {severity: $sev}) {
+            totalCount edges { node { id severity description } } } } } } }"""
+    seen = []
+    for variables in (
+        {"after": cursor, "sev": None},
+        {"after": None, "sev": ["INFO"]},
+        {"after": cursor, "sev": ["WARNING", "CRITICAL"]},
+    ):
+        answer = (await _planned_as_standard(clients, query, variables)).json()
+        connection = answer["data"]["sessions"]["edges"][0]["node"]["discrepancies"]
+        seen.append((connection["totalCount"], len(connection["edges"])))
+    assert seen[0] == (9, 3)  # 5 left after the 4th: a page of 3
+    assert seen[1] == (3, 3)
+    assert seen[2][0] == 6
+
+
 async def test_arguments_with_variables_are_converted_per_run(
     seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
 ) -> None:

@@ -199,6 +199,13 @@ async def test_raw_pages_decode_to_the_rows_of_the_same_read(
     assert decoded == [tuple(r) for r in rows]
     assert {type(r.severity) for r in rows} == {SeverityLevel}
     assert any(isinstance(r.validation_context, dict) for r in rows)
+    # Another filter is another statement with the same columns: the same decoding.
+    only_info = DiscrepancyFilter(severities=(SeverityLevel.INFO,))
+    async with db.read_session() as s:
+        other = await DiscrepancyRepository(s).pages_by_session_ids(
+            keys["sessions"], only_info, IdOrder(), 10, None, columns, raw=True
+        )
+    assert other[0].decoding is decoding
 
 
 async def test_narrow_reads_open_sealed_columns_only_when_they_read_them(
