@@ -28,6 +28,7 @@ from sqlalchemy import exc
 
 from graph.cli_db import add_db_commands, add_maintenance_command
 from graph.cli_keys import add_commands as add_key_commands
+from graph.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from persistence.database import DatabaseManager
 from persistence.enums import Role
 from persistence.errors import ConfigurationError, MigvalError, ValidationFailed
@@ -35,10 +36,6 @@ from persistence.models import ApiToken
 from persistence.schema_version import alembic_config
 from persistence.services.tokens import NAME_PATTERN, NAME_RULE, TokenService
 from persistence.settings import DatabaseSettings
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 PROG = "migval"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from graph.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from persistence.database import DatabaseManager
 from persistence.errors import ConfigurationError, MigvalError
 from persistence.maintenance import MaintenanceError
@@ -31,9 +32,6 @@ from persistence.maintenance.cleanup import (
 from persistence.maintenance.routine import STEPS
 from persistence.settings import DatabaseSettings
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 PROG = "migval"
 
 T = TypeVar("T")

@@ -11,6 +11,7 @@ import asyncio
 import sys
 from typing import Any
 
+from graph.exit_codes import EXIT_FAILURE, EXIT_OK
 from persistence.crypto import ENV_KEYS, KID_PATTERN, DecryptionError, KeyRing, generate_key
 from persistence.database import DatabaseManager
 from persistence.errors import ConfigurationError
@@ -20,9 +21,6 @@ from persistence.services.keys import (
     RotationCounts,
     rotate_keys,
 )
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
 
 
 def add_commands(subparsers: Any) -> None:
