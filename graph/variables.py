@@ -184,13 +184,12 @@ def _input_object(type_: GraphQLInputObjectType, open_types: frozenset[str], dep
         "U": Undefined,
         "names": frozenset(type_.fields),
         "out_type": type_.out_type,
-        "isdict": isinstance,
     }
     body = [
         "def coerce(value):",
         "    if value is None or value is U:",
         "        return None",
-        "    if not isdict(value, dict) or not names.issuperset(value):",
+        "    if not isinstance(value, dict) or not names.issuperset(value):",
         "        return U  # unknown fields: graphql-core decides and reports",
         "    out = {}",
     ]
@@ -223,20 +222,22 @@ def _field_source(
     known name of an enum field (the built coercers' own fast paths)."""
     inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
     general = [
-        "        c = f{i}(v)",
+        "    else:",
+        f"        c = f{i}(v)",
         "        if c is U:",
         "            return U",
         f"        out[{out_name!r}] = c",
     ]
-    general = [line.replace("{i}", str(i)) for line in general]
     if inner is GraphQLString:
-        fast = f"    elif v.__class__ is str:\n        out[{out_name!r}] = v"
-    elif isinstance(inner, GraphQLEnumType):
+        return ["    elif v.__class__ is str:", f"        out[{out_name!r}] = v", *general]
+    if isinstance(inner, GraphQLEnumType):
         namespace[f"m{i}"] = _members(inner)
-        fast = f"    elif v.__class__ is str and v in m{i}:\n        out[{out_name!r}] = m{i}[v]"
-    else:
-        return ["    else:", *general]
-    return [*fast.split("\n"), "    else:", *general]
+        return [
+            f"    elif v.__class__ is str and v in m{i}:",
+            f"        out[{out_name!r}] = m{i}[v]",
+            *general,
+        ]
+    return general
 
 
 def _members(type_: GraphQLEnumType) -> dict[str, Any]:

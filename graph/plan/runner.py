@@ -266,22 +266,22 @@ def _connection(
         cursors = [encode_cursor(sort_value(row), row.id) for row in decoded]
     for key in plan.total_keys:
         out[key] = _int(page.total_count)
-    for key, node_plan in plan.nodes:
+
+    def nodes(node_plan: ObjectPlan) -> list[Out]:
+        """The page's node dictionaries of ``node_plan``, queued for the next level."""
         level = _level_of(node_plan, merged, decoding)
         copy = node_plan.template.copy
         items = [copy() for _ in rows]
-        out[key] = items
         level.rows.extend(_blanked(rows, blank))
         level.outs.extend(items)
+        return items
+
+    for key, node_plan in plan.nodes:
+        out[key] = nodes(node_plan)
     for key, edge_plan in plan.edges:
         if len(edge_plan.template) == 1 and len(edge_plan.nodes) == 1:  # { node { ... } }
             node_key, node_plan = edge_plan.nodes[0]
-            level = _level_of(node_plan, merged, decoding)
-            copy = node_plan.template.copy
-            items = [copy() for _ in rows]
-            out[key] = [{node_key: item} for item in items]
-            level.rows.extend(_blanked(rows, blank))
-            level.outs.extend(items)
+            out[key] = [{node_key: item} for item in nodes(node_plan)]
             continue
         copy = edge_plan.template.copy
         edges = [copy() for _ in rows]
@@ -290,13 +290,8 @@ def _connection(
             for edge, cursor in zip(edges, cursors, strict=True):
                 edge[cursor_key] = cursor
         for node_key, node_plan in edge_plan.nodes:
-            level = _level_of(node_plan, merged, decoding)
-            copy = node_plan.template.copy
-            items = [copy() for _ in rows]
-            for edge, item in zip(edges, items, strict=True):
+            for edge, item in zip(edges, nodes(node_plan), strict=True):
                 edge[node_key] = item
-            level.rows.extend(_blanked(rows, blank))
-            level.outs.extend(items)
     if plan.page_infos:
         values = {
             "hasNextPage": page.has_next_page,

@@ -10,8 +10,9 @@ type definition's ``from_input`` hook (Strawberry's hook for types that build th
 own value) to do exactly that with a function generated per type, which sets the
 fields of a new instance as the dataclass ``__init__`` would (plain dataclasses
 only). A list of all-leaf flat inputs (the discrepancies of a result) is built item
-by item with the item's hook, skipping Strawberry's dispatch per item too. Any other field still goes through
-Strawberry's conversion (``InputContext.convert``). The GraphQL schema is unchanged.
+by item with the item's hook, skipping Strawberry's dispatch per item too. Any other
+field still goes through Strawberry's conversion (``InputContext.convert``). The
+GraphQL schema is unchanged.
 """
 
 from collections.abc import Callable, Mapping
