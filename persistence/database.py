@@ -34,8 +34,9 @@ T = TypeVar("T")
 # PostgreSQL SQLSTATEs after which the whole transaction can simply be run again.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _NO_BEGIN = "migval_no_begin"
-# Session.info key of PostgreSQL read sessions, holding their (autocommit) connection:
-# persistence.driver_reads may send fixed statements on its asyncpg connection itself.
+# Session.info key of read sessions, holding their connection (autocommit; no BEGIN on
+# SQLite): persistence.driver_reads may send fixed statements on its driver connection
+# (asyncpg, aiosqlite) itself.
 DRIVER_READS = "migval_driver_reads"
 _UNSTORABLE_TEXT = "strings must not contain NUL (U+0000) or unpaired surrogates"
 # Connection-level SQLSTATEs: class 08 (connection exception), admin/crash shutdown,
@@ -129,8 +130,7 @@ class DatabaseManager:
             with read_errors():
                 conn = await raw.execution_options(**options)
                 async with AsyncSession(bind=conn, expire_on_commit=False) as session:
-                    if self.dialect == "postgresql":
-                        session.info[DRIVER_READS] = conn
+                    session.info[DRIVER_READS] = conn
                     yield session
         finally:
             await raw.close()
@@ -366,6 +366,7 @@ def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
             hide_parameters=True,
             # the driver's own timeout (seconds) backs up busy_timeout
             connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
+            **_sqlite_pool_args(settings),
         )
         _install_sqlite_hooks(engine, settings)
         return engine
@@ -389,6 +390,24 @@ def _create_engine(settings: DatabaseSettings, *, echo: bool) -> AsyncEngine:
             context.is_disconnect = True
 
     return engine
+
+
+def _sqlite_pool_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """The pool settings for a SQLite file, as for PostgreSQL (they used to be ignored
+    there: SQLAlchemy's 5 + 10 applied). A request beyond the pool size opens an
+    overflow connection and closes it after (a thread, the file, four PRAGMAs), so the
+    pool should fit the concurrency. An in-memory database keeps SQLAlchemy's single
+    shared connection (no pool)."""
+    url = sa.make_url(settings.url)
+    dialect: Any = url.get_dialect()  # the aiosqlite dialect picks its pool by URL
+    if not issubclass(dialect.get_pool_class(url), QueuePool):
+        return {}
+    return {
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.max_overflow,
+        "pool_timeout": settings.pool_timeout,
+        "pool_recycle": settings.pool_recycle,
+    }
 
 
 def postgres_connect_args(settings: DatabaseSettings) -> dict[str, Any]:

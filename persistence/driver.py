@@ -1,10 +1,11 @@
-"""Running a call on the asyncpg connection under a SQLAlchemy connection, with what
-SQLAlchemy does around a statement kept: ``before_cursor_execute`` and
-``after_cursor_execute`` fire (statement logs, metrics, statement pins), a failure
-reaches the engine's ``handle_error`` listeners, errors come out as SQLAlchemy would
-raise them (translated by its asyncpg adapter, wrapped in a DBAPIError, bound values
-hidden), a connection lost or left mid-statement is invalidated, and a call cancelled
-mid-statement closes the socket and has the pool replace the connection.
+"""Running a call on the driver connection under a SQLAlchemy connection (asyncpg;
+aiosqlite for fixed reads), with what SQLAlchemy does around a statement kept:
+``before_cursor_execute`` and ``after_cursor_execute`` fire (statement logs, metrics,
+statement pins), a failure reaches the engine's ``handle_error`` listeners, errors come
+out as SQLAlchemy would raise them (translated by its adapter, wrapped in a DBAPIError,
+bound values hidden), a connection lost or left mid-statement is invalidated, and a
+PostgreSQL call cancelled mid-statement closes the socket and has the pool replace the
+connection (an aiosqlite call runs to its end on the connection's thread, in order).
 
 Used for fixed reads (persistence.driver_reads) and for bulk COPY (``copy_records``).
 """
@@ -28,7 +29,7 @@ async def on_driver(
     arguments: Sequence[Any],
     call: Callable[[Any], Awaitable[T]],
 ) -> T:
-    """``await call(asyncpg_connection)``, reported to SQLAlchemy's events as ``sql``
+    """``await call(driver_connection)``, reported to SQLAlchemy's events as ``sql``
     with ``arguments``."""
     pooled = await conn.get_raw_connection()
     driver: Any = pooled.driver_connection
@@ -42,6 +43,8 @@ async def on_driver(
     except Exception as error:
         raise await _as_sqlalchemy_error(conn, pooled, error, sql, arguments) from error
     except BaseException:
+        if conn.dialect.name == "sqlite":  # the connection's thread finishes the call
+            raise
         # Cancelled mid-statement: the server may still be sending (or expecting)
         # data. Close the socket now and have the pool replace the connection (no
         # await here: the task is being cancelled).
@@ -113,12 +116,18 @@ async def _as_sqlalchemy_error(
     except Exception as adapted:  # _handle_exception always raises
         translated = adapted
     sync = conn.sync_connection
-    gone = pooled.driver_connection.is_closed() or is_disconnect(error)
-    # An error the server did not report (asyncpg raises a DataError, with no
-    # severity, for a value it cannot encode) can leave the protocol mid-statement:
-    # the server keeps waiting, holding the statement's locks, and that connection
-    # must not go back to the pool.
-    unsure = getattr(error, "severity", None) is None
+    if conn.dialect.name == "sqlite":
+        # aiosqlite runs each call to its end on the connection's thread: a failed
+        # call leaves nothing half-sent. It refuses calls on a closed connection with
+        # a ValueError (sqlite3 raises its own error classes).
+        gone, unsure = isinstance(error, ValueError) or is_disconnect(error), False
+    else:
+        gone = pooled.driver_connection.is_closed() or is_disconnect(error)
+        # An error the server did not report (asyncpg raises a DataError, with no
+        # severity, for a value it cannot encode) can leave the protocol
+        # mid-statement: the server keeps waiting, holding the statement's locks, and
+        # that connection must not go back to the pool.
+        unsure = getattr(error, "severity", None) is None
     dbapi_error = conn.dialect.loaded_dbapi.Error
     raised: Exception = translated
     if isinstance(translated, dbapi_error):

@@ -1,24 +1,27 @@
-"""Fixed read statements, run on asyncpg directly by PostgreSQL read sessions.
+"""Fixed read statements, run on the driver connection directly by read sessions.
 
 A loader batch runs one SELECT whose SQL never changes, only its bound values. Through
 SQLAlchemy that statement costs more in Python than in the database: cache-key
 generation, rendering the expanded IN list, the execution context, and a Row built per
-result row through per-column processors. ``FixedRead`` compiles the statement once per
-dialect (lists bind as one array: ``= ANY($1)``, so the SQL text is constant and asyncpg
-keeps it prepared) and, on a PostgreSQL read session, sends it on the session's asyncpg
-connection: the rows come back as ``Row`` tuples built by one generated function with
-SQLAlchemy's own result processors for the columns that need one (enums, JSON, UTC
-datetimes), so values and types are what the SQLAlchemy path returns
+result row through per-column processors (on SQLite also four trips to aiosqlite's
+thread). ``FixedRead`` compiles the statement once per dialect (lists bind as one
+value: ``= ANY($1)`` on PostgreSQL, ``IN (SELECT value FROM json_each(?))`` on SQLite,
+so the SQL text is constant and the driver keeps it prepared) and, on a read session,
+sends it on the session's driver connection (asyncpg; aiosqlite in one trip): the rows
+come back as ``Row`` tuples built by one generated function with SQLAlchemy's own
+result processors for the columns that need one (enums, JSON, UTC datetimes, SQLite's
+booleans), so values and types are what the SQLAlchemy path returns
 (tests/persistence/test_driver_reads.py compares both).
 
 What SQLAlchemy did around the statement stays (persistence.driver): its cursor and
 error events fire (statement logs, metrics), errors are translated as it would, and
 a connection the driver reports lost is invalidated, so the pool never hands it out
-again. Elsewhere (SQLite, write sessions whose transaction SQLAlchemy begins) the
-same statement runs through SQLAlchemy.
+again. Elsewhere (write sessions, whose transaction SQLAlchemy begins) the same
+statement runs through SQLAlchemy.
 """
 
 import functools
+import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,11 +39,30 @@ from persistence.sqltypes import StrEnumType
 
 
 def any_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
-    """``column`` is one of the list bound as ``name``: ``= ANY(:name)`` with one array
-    parameter on PostgreSQL (constant SQL text), an expanding ``IN`` elsewhere."""
+    """``column`` is one of the list bound as ``name``, with SQL text that does not
+    depend on the list's length: ``= ANY(:name)`` with one array parameter on
+    PostgreSQL; ``IN (SELECT value FROM json_each(:name))`` with the list as one JSON
+    text on SQLite (probing the column's index per value, as an IN list does); an
+    expanding ``IN`` elsewhere."""
     if dialect == "postgresql":
         return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    if dialect == "sqlite":
+        values = sa.func.json_each(sa.bindparam(name, type_=JSONList())).table_valued("value")
+        return column.in_(sa.select(values.c.value))
     return column.in_(sa.bindparam(name, expanding=True))
+
+
+class JSONList(sa.types.TypeDecorator[Sequence[Any]]):
+    """A list bound as one JSON array text (SQLite's ``json_each`` reads it); only ints
+    and strings are bound this way (ids, request ids), which JSON keeps exactly. Text
+    stays unescaped, so a string the driver cannot encode (a lone surrogate) fails
+    to bind as it did in an IN list (read_errors: a ValidationFailed)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[Any] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(list(value), ensure_ascii=False)
 
 
 class Row(tuple[Any, ...]):
@@ -153,12 +175,16 @@ class FixedRead:
 
         async def fetch(driver: Any) -> tuple[list[Any], Decoding]:
             decoding = self._decodings.get(dialect)
-            if decoding is None:  # the result's type oids pick the processors, as for a cursor
-                prepared = await driver.prepare(compiled.sql)
-                oids = tuple(a.type.oid for a in prepared.get_attributes())
-                decoding = self._decodings[dialect] = _decoding(compiled, dialect, oids)
-            # asyncpg keeps the statement prepared
-            records = await driver.fetch(compiled.sql, *arguments)
+            if decoding is None:
+                decoding = self._decodings[dialect] = await _first_decoding(
+                    compiled, dialect, driver
+                )
+            if dialect.name == "sqlite":
+                # aiosqlite: one trip to the connection's thread (execute and fetch),
+                # where SQLAlchemy's adapter makes four; sqlite3 keeps it prepared.
+                records = await driver.execute_fetchall(compiled.sql, arguments)
+            else:  # asyncpg keeps the statement prepared
+                records = await driver.fetch(compiled.sql, *arguments)
             return (decoding.make(records) if make else records), decoding
 
         return await on_driver(conn, compiled.sql, arguments, fetch)
@@ -189,7 +215,17 @@ def _compile(statement: sa.Select[Any], dialect: Dialect) -> _Compiled:
     )
 
 
-def _decoding(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> Decoding:
+async def _first_decoding(compiled: _Compiled, dialect: Dialect, driver: Any) -> Decoding:
+    """The statement's decoding, picked as for a cursor: on PostgreSQL by the result's
+    type oids (asyncpg prepares the statement to tell them); SQLite has no result
+    types (processors are chosen by column type alone, as SQLAlchemy does there)."""
+    if dialect.name == "sqlite":
+        return _decoding(compiled, dialect, (None,) * len(compiled.columns))
+    prepared = await driver.prepare(compiled.sql)
+    return _decoding(compiled, dialect, tuple(a.type.oid for a in prepared.get_attributes()))
+
+
+def _decoding(compiled: _Compiled, dialect: Dialect, oids: tuple[int | None, ...]) -> Decoding:
     """Per column, SQLAlchemy's result processor where it has one (as a CursorResult
     would apply it), enum columns' through a memo of their few database values (the
     processor runs once per distinct value); and the rows' maker. Statements with the
@@ -212,7 +248,7 @@ _DECODINGS: dict[_DecodingKey, Decoding] = {}
 _DECODINGS_SIZE = 512
 
 
-def _new_decoding(compiled: _Compiled, dialect: Dialect, oids: tuple[int, ...]) -> Decoding:
+def _new_decoding(compiled: _Compiled, dialect: Dialect, oids: tuple[int | None, ...]) -> Decoding:
     decoders: list[Decode | None] = []
     for index, ((_name, type_), oid) in enumerate(zip(compiled.columns, oids, strict=True)):
         process = None if index in compiled.nulls else type_._cached_result_processor(dialect, oid)

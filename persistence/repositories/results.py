@@ -57,9 +57,11 @@ class ResultRepository:
 @functools.lru_cache(maxsize=64)
 def _latest_by_session_ids(dialect: str, columns: Columns) -> FixedRead:
     table = _TABLE
+    # Narrow from the inner select: SQLite materializes a windowed subquery (wide
+    # representation columns included) rather than flattening it.
     ranked = (
         sa.select(
-            table,
+            *select_list(table, table.c.keys(), columns, ("session_id",)),
             sa.func.row_number()
             .over(
                 partition_by=table.c.session_id,

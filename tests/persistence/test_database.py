@@ -185,6 +185,24 @@ async def test_sqlite_pragmas_follow_settings(
         assert await pragma(session, "foreign_keys") == 1
 
 
+@pytest.mark.sqlite_only
+async def test_sqlite_file_pool_follows_settings(db_factory: DbFactory) -> None:
+    """DB_POOL_SIZE / DB_MAX_OVERFLOW / DB_POOL_TIMEOUT hold for a SQLite file as for
+    PostgreSQL (a full pool answers SERVICE_UNAVAILABLE after the timeout); an
+    in-memory database keeps SQLAlchemy's one shared connection."""
+    manager = db_factory(pool_size=2, max_overflow=0, pool_timeout=0.2)
+    async with manager.read_session(), manager.read_session():
+        assert manager.pool_stats().checked_out == 2
+        with pytest.raises(ServiceUnavailable, match="pool exhausted"):
+            async with manager.read_session():
+                pass
+    stats = manager.pool_stats()
+    assert (stats.size, stats.checked_out, stats.checked_in) == (2, 0, 2)
+    memory = db_factory("sqlite+aiosqlite:///:memory:", pool_size=2, max_overflow=0)
+    async with memory.read_session() as session:
+        assert (await session.execute(sa.text("SELECT 1"))).scalar() == 1
+
+
 def _try_begin_immediate(path: str) -> str:
     """From an unrelated connection: can a write transaction start right now?"""
     conn = sqlite3.connect(path, timeout=0, isolation_level=None)

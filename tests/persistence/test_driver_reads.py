@@ -1,6 +1,7 @@
-"""Fixed reads on asyncpg directly (persistence/driver_reads.py) against the same
-statements through SQLAlchemy: same rows, same values, same Python types; statement
-events still fire; a connection lost under a driver read is not handed out again."""
+"""Fixed reads on the driver directly (persistence/driver_reads.py: asyncpg, aiosqlite)
+against the same statements through SQLAlchemy: same rows, same values, same Python
+types; statement events still fire; a connection lost under a driver read is not
+handed out again."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from persistence.crypto import KeyRing, configure_encryption, generate_key
 from persistence.database import DRIVER_READS, DatabaseManager
 from persistence.driver_reads import FixedRead, Row, any_of, row_type
 from persistence.enums import SeverityLevel
-from persistence.errors import ServiceUnavailable
+from persistence.errors import ServiceUnavailable, ValidationFailed
 from persistence.filters import (
     DiscrepancyFilter,
     IdOrder,
@@ -140,7 +141,6 @@ def _plain(value: Any) -> Any:
     return [(k, type(v).__name__, v) for k, v in value._mapping.items()]
 
 
-@pytest.mark.postgres_only
 async def test_driver_rows_equal_sqlalchemy_rows(db: DatabaseManager, sealed_keys: None) -> None:
     keys = await _seed(db)
     for name, read in _reads(keys).items():
@@ -163,10 +163,10 @@ async def test_driver_rows_equal_sqlalchemy_rows(db: DatabaseManager, sealed_key
 async def test_raw_pages_decode_to_the_rows_of_the_same_read(
     db: DatabaseManager, backend: str
 ) -> None:
-    """Raw discrepancy pages (execution plans read them by position): on PostgreSQL
-    the driver's records and their decoding, which gives back exactly the rows the
-    same read returns made (enums, JSON, datetimes, NULL-literal columns); SQLite
-    returns the rows themselves."""
+    """Raw discrepancy pages (execution plans read them by position): the driver's
+    records and their decoding, which gives back exactly the rows the same read
+    returns made (enums, JSON, datetimes, SQLite's 0/1 booleans, NULL-literal
+    columns)."""
     keys = await _seed(db)
     columns = frozenset({"severity", "validation_context", "resolved_at", "is_resolved"})
     args = (keys["sessions"], DiscrepancyFilter(), IdOrder(), 10, None, columns)
@@ -176,10 +176,6 @@ async def test_raw_pages_decode_to_the_rows_of_the_same_read(
         raw = await repo.pages_by_session_ids(*args, raw=True)
     assert [p.total_count for p in raw] == [p.total_count for p in made]
     assert [p.has_next_page for p in raw] == [p.has_next_page for p in made]
-    if backend == "sqlite":
-        assert all(p.decoding is None for p in raw)
-        assert _plain(raw) == _plain(made)
-        return
     decoding = raw[0].decoding
     assert decoding is not None
     assert all(p.decoding is decoding for p in raw)
@@ -199,6 +195,8 @@ async def test_raw_pages_decode_to_the_rows_of_the_same_read(
     assert decoded == [tuple(r) for r in rows]
     assert {type(r.severity) for r in rows} == {SeverityLevel}
     assert any(isinstance(r.validation_context, dict) for r in rows)
+    assert {type(r.is_resolved) for r in rows} == {bool}
+    assert {type(v) for r in records for v in r[:1]} == {int}
     # Another filter is another statement with the same columns: the same decoding.
     only_info = DiscrepancyFilter(severities=(SeverityLevel.INFO,))
     async with db.read_session() as s:
@@ -223,8 +221,7 @@ async def test_narrow_reads_open_sealed_columns_only_when_they_read_them(
     assert all(row.source_metadata is None for row in plain.items)
 
 
-@pytest.mark.postgres_only
-async def test_driver_reads_fire_statement_events(db: DatabaseManager) -> None:
+async def test_driver_reads_fire_statement_events(db: DatabaseManager, backend: str) -> None:
     keys = await _seed(db)
     seen: list[tuple[str, str]] = []
 
@@ -244,7 +241,7 @@ async def test_driver_reads_fire_statement_events(db: DatabaseManager) -> None:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)
     assert [kind for kind, _ in seen] == ["before", "after"]
-    assert "ANY" in seen[0][1]
+    assert ("ANY" if backend == "postgresql" else "json_each") in seen[0][1]
     assert seen[0][1] == seen[1][1]
 
 
@@ -289,23 +286,36 @@ def test_rows_by_position_attribute_and_name() -> None:
         _ = row.missing
 
 
-@pytest.mark.postgres_only
-async def test_filter_lists_in_a_fixed_statement(db: DatabaseManager) -> None:
-    """IN lists a fixed statement carries itself are expanded once, at compile."""
+async def test_filter_lists_in_a_fixed_statement(db: DatabaseManager, backend: str) -> None:
+    """IN lists a fixed statement carries itself are expanded once, at compile; lists
+    bound per call keep the SQL text constant, whatever their length (none too long
+    for SQLite's bound-parameter limit)."""
     await _seed(db)
     read = FixedRead(
         sa.select(SESSIONS.c.request_id)
         .where(
             SESSIONS.c.request_id.in_(["req-a", "req-c"]),
-            any_of(SESSIONS.c.id, "keys", "postgresql"),
+            any_of(SESSIONS.c.id, "keys", backend),
             SESSIONS.c.created_at < sa.bindparam("before", type_=SESSIONS.c.created_at.type),
         )
         .order_by(SESSIONS.c.request_id)
     )
-    params = {"keys": list(range(1, 1_000)), "before": datetime(2999, 1, 1, tzinfo=UTC)}
-    async with db.read_session() as s:
-        rows = await fetch_records(s, read, params=params)
-    assert [r.request_id for r in rows] == ["req-a", "req-c"]
+    statements: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    before_2999 = datetime(2999, 1, 1, tzinfo=UTC)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+    try:
+        for keys, expected in ((list(range(1, 40_000)), ["req-a", "req-c"]), ([], [])):
+            async with db.read_session() as s:
+                rows = await fetch_records(s, read, params={"keys": keys, "before": before_2999})
+            assert [r.request_id for r in rows] == expected
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+    assert len(statements) == 2
+    assert statements[0] == statements[1]
     with pytest.raises(sa.exc.ArgumentError, match="'before'"):
         async with db.read_session() as s:
             await fetch_records(s, read, params={"keys": [1]})
@@ -364,3 +374,39 @@ async def _backends_waiting_mid_statement(database_url: str) -> int:
         return waiting
     finally:
         await admin.close()
+
+
+@pytest.mark.sqlite_only
+async def test_failed_sqlite_driver_reads_are_reported_and_keep_the_connection(
+    db: DatabaseManager,
+) -> None:
+    """On aiosqlite a failed fixed read reaches handle_error as a DBAPIError without
+    its values; a lookup string the driver cannot encode is a ValidationFailed, as in
+    an IN list; and the connection serves the next read (nothing is left mid-call)."""
+    keys = await _seed(db)
+    failed: list[str] = []
+
+    def on_error(context: Any) -> None:
+        failed.append(context.statement)
+
+    engine = db.engine.sync_engine
+    event.listen(engine, "handle_error", on_error)
+    try:
+        read = FixedRead(sa.select(SESSIONS.c.id).where(SESSIONS.c.id == sa.bindparam("v")))
+        with pytest.raises(sa.exc.DBAPIError) as info:
+            async with db.read_session() as s:
+                await read.fetch(s, {"v": {"not": "bindable"}})
+        assert "[SQL parameters hidden due to hide_parameters=True]" in str(info.value)
+        assert "bindable" not in str(info.value)
+        with pytest.raises(ValidationFailed):
+            async with db.read_session() as s:
+                await SessionRepository(s).list_by_request_ids(["lone \ud800 surrogate"])
+    finally:
+        event.remove(engine, "handle_error", on_error)
+    # Both failures reach the listeners, as SQLAlchemy reports any error of a statement.
+    assert [statement.split(None, 1)[0] for statement in failed] == ["SELECT", "SELECT"]
+    async with db.read_session() as s:
+        rows = await SessionRepository(s).list_by_ids(keys["sessions"])
+    assert [r.id if r else None for r in rows] == [
+        None if i == MISSING else i for i in keys["sessions"]
+    ]

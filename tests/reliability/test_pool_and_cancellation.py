@@ -222,8 +222,8 @@ async def test_sqlite_write_lock_exhaustion_answers_service_unavailable(
 ) -> None:
     small = db_factory(
         pool_size=1,
-        max_overflow=0,
-        pool_timeout=0.5,  # ignored by SQLite (README)
+        max_overflow=20,  # the held connection, 10 writers and 10 readers at once
+        pool_timeout=5,
         sqlite_busy_timeout_ms=100,
         retry_attempts=2,
         retry_deadline_s=0.5,
