@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from persistence.errors import CommitOutcomeUnknown, ServiceUnavailable, ValidationFailed
+from persistence.loop_reads import LoopReads
 from persistence.schema_version import head_revision
 from persistence.settings import DatabaseSettings, SSLMode
 
@@ -38,6 +39,8 @@ _NO_BEGIN = "migval_no_begin"
 # SQLite): persistence.driver_reads may send fixed statements on its driver connection
 # (asyncpg, aiosqlite) itself.
 DRIVER_READS = "migval_driver_reads"
+# Session.info key of SQLite read sessions on a file: its LoopReads (persistence/loop_reads).
+LOOP_READS = "migval_loop_reads"
 _UNSTORABLE_TEXT = "strings must not contain NUL (U+0000) or unpaired surrogates"
 # Connection-level SQLSTATEs: class 08 (connection exception), admin/crash shutdown,
 # "cannot connect now" (starting up or shutting down).
@@ -97,6 +100,7 @@ class DatabaseManager:
     def __init__(self, settings: DatabaseSettings, *, echo: bool = False) -> None:
         self.settings = settings
         self.engine: AsyncEngine = _create_engine(settings, echo=echo)
+        self.loop_reads = _loop_reads(self.engine)
 
     @classmethod
     def from_env(cls) -> "DatabaseManager":
@@ -107,6 +111,8 @@ class DatabaseManager:
         return self.engine.dialect.name
 
     async def dispose(self) -> None:
+        if self.loop_reads is not None:
+            self.loop_reads.close()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -131,6 +137,8 @@ class DatabaseManager:
                 conn = await raw.execution_options(**options)
                 async with AsyncSession(bind=conn, expire_on_commit=False) as session:
                     session.info[DRIVER_READS] = conn
+                    if self.loop_reads is not None:
+                        session.info[LOOP_READS] = self.loop_reads
                     yield session
         finally:
             await raw.close()
@@ -408,6 +416,15 @@ def _sqlite_pool_args(settings: DatabaseSettings) -> dict[str, Any]:
         "pool_timeout": settings.pool_timeout,
         "pool_recycle": settings.pool_recycle,
     }
+
+
+def _loop_reads(engine: AsyncEngine) -> LoopReads | None:
+    """Read-only loop connections to the engine's SQLite file (None for PostgreSQL and
+    for an in-memory database, which only its one pooled connection can see)."""
+    if engine.dialect.name != "sqlite" or not isinstance(engine.pool, QueuePool):
+        return None
+    args, options = engine.dialect.create_connect_args(engine.url)
+    return LoopReads(str(args[0]), uri=bool(options.get("uri", False)))
 
 
 def postgres_connect_args(settings: DatabaseSettings) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from persistence.database import DRIVER_READS
+from persistence.database import DRIVER_READS, LOOP_READS
 from persistence.driver import on_driver
+from persistence.loop_reads import LoopReads
 from persistence.sqltypes import StrEnumType
 
 
@@ -145,7 +146,7 @@ class FixedRead:
         conn: AsyncConnection | None = session.info.get(DRIVER_READS)
         if conn is None:
             return (await session.execute(self.statement, dict(params))).all()
-        rows, _ = await self._on_driver(conn, params, make=True)
+        rows, _ = await self._on_driver(conn, params, True, session.info.get(LOOP_READS))
         return rows
 
     async def fetch_raw(
@@ -160,13 +161,18 @@ class FixedRead:
         conn: AsyncConnection | None = session.info.get(DRIVER_READS)
         if conn is None:
             return await self.fetch(session, params), None
-        return await self._on_driver(conn, params, make=False)
+        return await self._on_driver(conn, params, False, session.info.get(LOOP_READS))
 
     async def _on_driver(
-        self, conn: AsyncConnection, params: Mapping[str, Any], make: bool
+        self,
+        conn: AsyncConnection,
+        params: Mapping[str, Any],
+        make: bool,
+        loop_reads: LoopReads | None,
     ) -> tuple[list[Any], Decoding]:
         """The records, made rows if ``make`` (a processor's error is the statement's,
-        as on the SQLAlchemy path), and their decoding."""
+        as on the SQLAlchemy path), and their decoding. On a SQLite file the statement
+        runs on the loop's own connection unless the database is locked."""
         dialect = conn.dialect
         compiled = self._compiled.get(dialect)
         if compiled is None:
@@ -180,9 +186,14 @@ class FixedRead:
                     compiled, dialect, driver
                 )
             if dialect.name == "sqlite":
-                # aiosqlite: one trip to the connection's thread (execute and fetch),
-                # where SQLAlchemy's adapter makes four; sqlite3 keeps it prepared.
-                records = await driver.execute_fetchall(compiled.sql, arguments)
+                found = None if loop_reads is None else loop_reads.fetch(compiled.sql, arguments)
+                # Else aiosqlite: one trip to the connection's thread (execute and
+                # fetch, where SQLAlchemy's adapter makes four), waiting out a lock.
+                records = (
+                    found
+                    if found is not None
+                    else await driver.execute_fetchall(compiled.sql, arguments)
+                )
             else:  # asyncpg keeps the statement prepared
                 records = await driver.fetch(compiled.sql, *arguments)
             return (decoding.make(records) if make else records), decoding

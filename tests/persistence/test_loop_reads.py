@@ -1,0 +1,109 @@
+"""SQLite fixed reads on the event loop's own read-only connection
+(persistence/loop_reads.py): they never wait for a lock on the loop (a locked database
+sends the statement to the session's aiosqlite connection, which waits off the loop),
+see only committed rows, cannot write, and are closed with the manager."""
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from persistence.database import LOOP_READS, DatabaseManager
+from persistence.loop_reads import LoopReads
+from persistence.repositories import SessionRepository
+from persistence.services import SessionService
+from tests.conftest import DbFactory
+from tests.persistence.factories import session_input
+
+
+def _locked_file(path: Path) -> sqlite3.Connection:
+    """A rollback-journal database held under an EXCLUSIVE lock: readers must wait."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
+def test_a_locked_database_is_not_waited_for(tmp_path: Path) -> None:
+    holder = _locked_file(tmp_path / "locked.db")
+    reads = LoopReads(str(tmp_path / "locked.db"), uri=False)
+    try:
+        assert reads.fetch("SELECT x FROM t", ()) is None  # at once: busy_timeout 0
+        holder.execute("COMMIT")
+        assert reads.fetch("SELECT x FROM t", ()) == [(1,)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reads.fetch("INSERT INTO t VALUES (2)", ())
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            reads.fetch("SELECT * FROM missing", ())  # other errors are raised
+    finally:
+        reads.close()
+        holder.close()
+
+
+@pytest.mark.sqlite_only
+async def test_reads_run_beside_an_open_write_transaction(db: DatabaseManager) -> None:
+    """Under WAL the loop's reader neither waits for a writer holding the lock nor
+    sees its uncommitted rows; statement events fire as for any statement."""
+    first = (await SessionService(db).create(session_input("committed"))).session.id
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    async with db.write_session() as writer:
+        await writer.execute(
+            sa.text("UPDATE validation_sessions SET request_id = 'uncommitted' WHERE id = :i"),
+            {"i": first},
+        )
+        event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+        try:
+            async with db.read_session() as reader:
+                assert reader.info[LOOP_READS] is db.loop_reads
+                rows = await asyncio.wait_for(
+                    SessionRepository(reader).list_by_ids([first]), timeout=2
+                )
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+    assert [r.request_id for r in rows if r] == ["committed"]
+    assert len(seen) == 1
+    assert "json_each" in seen[0]
+
+
+@pytest.mark.sqlite_only
+async def test_a_locked_loop_read_goes_to_the_sessions_connection(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    """When the loop's connection meets a lock, the statement runs on the session's
+    aiosqlite connection instead (which waits on its own thread) and returns the
+    same rows. The loop reader here reads a second file held locked, so its answer is
+    always "locked"."""
+    created = (await SessionService(db).create(session_input("fallback"))).session.id
+    holder = _locked_file(tmp_path / "locked.db")
+    locked = LoopReads(str(tmp_path / "locked.db"), uri=False)
+    try:
+        async with db.read_session() as reader:
+            reader.info[LOOP_READS] = locked
+            rows = await SessionRepository(reader).list_by_ids([created, 999_999])
+    finally:
+        locked.close()
+        holder.close()
+    assert [r.request_id if r else None for r in rows] == ["fallback", None]
+
+
+@pytest.mark.sqlite_only
+async def test_loop_reads_only_for_files_and_closed_on_dispose(db_factory: DbFactory) -> None:
+    manager = db_factory()
+    assert manager.loop_reads is not None
+    async with manager.read_session() as session:
+        assert (await SessionRepository(session).list_by_ids([999_999])) == [None]
+    opened = list(manager.loop_reads._connections.values())
+    assert len(opened) == 1
+    await manager.dispose()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")
+    assert db_factory("sqlite+aiosqlite:///:memory:").loop_reads is None
