@@ -5,6 +5,7 @@ see only committed rows, cannot write, and are closed with the manager."""
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,53 @@ def test_a_locked_database_is_not_waited_for(tmp_path: Path) -> None:
     finally:
         reads.close()
         holder.close()
+
+
+def test_a_statement_over_budget_leaves_the_loop(tmp_path: Path) -> None:
+    """A statement still running at the budget is interrupted at once (not run to
+    its end on the loop); short ones are untouched."""
+    sqlite3.connect(tmp_path / "any.db").close()
+    reads = LoopReads(str(tmp_path / "any.db"), uri=False, budget_s=0.01)
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000)"
+        " SELECT count(*) FROM c"
+    )
+    try:
+        started = time.monotonic()
+        assert reads.fetch(endless, ()) is None
+        assert time.monotonic() - started < 2  # the whole count takes ~20 s
+        assert reads.fetch("SELECT 1", ()) == [(1,)]
+    finally:
+        reads.close()
+
+
+@pytest.mark.sqlite_only
+async def test_a_read_over_budget_is_answered_from_the_sessions_connection(
+    db: DatabaseManager, sqlite_path: str
+) -> None:
+    """With no budget at all, a statement of some length is interrupted on the loop
+    and answered, the same, by the session's aiosqlite connection."""
+    created = (await SessionService(db).create(session_input("long"))).session.id
+    keys = [created, *range(10_000_000, 10_005_000)]
+    sent: list[tuple[str, Any]] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    impatient = LoopReads(sqlite_path, uri=False, budget_s=0.0)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+    try:
+        async with db.read_session() as reader:
+            patient = await SessionRepository(reader).list_by_ids(keys)
+            reader.info[LOOP_READS] = impatient
+            moved = await SessionRepository(reader).list_by_ids(keys)
+        statement, parameters = sent[0]
+        assert impatient.fetch(statement, parameters) is None  # over budget on the loop
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+        impatient.close()
+    assert [r.request_id if r else None for r in moved][:2] == ["long", None]
+    assert [tuple(r) if r else None for r in moved] == [tuple(r) if r else None for r in patient]
 
 
 @pytest.mark.sqlite_only
@@ -101,7 +149,7 @@ async def test_loop_reads_only_for_files_and_closed_on_dispose(db_factory: DbFac
     assert manager.loop_reads is not None
     async with manager.read_session() as session:
         assert (await SessionRepository(session).list_by_ids([999_999])) == [None]
-    opened = list(manager.loop_reads._connections.values())
+    opened = [conn for conn, _deadline in manager.loop_reads._connections.values()]
     assert len(opened) == 1
     await manager.dispose()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
