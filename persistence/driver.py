@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from persistence.database import is_disconnect
 
 T = TypeVar("T")
+_AIOSQLITE_CLOSED = {("Connection closed",), ("no active connection",)}
 
 
 async def on_driver(
@@ -119,8 +120,10 @@ async def _as_sqlalchemy_error(
     if conn.dialect.name == "sqlite":
         # aiosqlite runs each call to its end on the connection's thread: a failed
         # call leaves nothing half-sent. It refuses calls on a closed connection with
-        # a ValueError (sqlite3 raises its own error classes).
-        gone, unsure = isinstance(error, ValueError) or is_disconnect(error), False
+        # these ValueErrors (other ValueErrors, a value that cannot be encoded or
+        # decoded, leave the connection sound).
+        closed = type(error) is ValueError and error.args[:1] in _AIOSQLITE_CLOSED
+        gone, unsure = closed or is_disconnect(error), False
     else:
         gone = pooled.driver_connection.is_closed() or is_disconnect(error)
         # An error the server did not report (asyncpg raises a DataError, with no

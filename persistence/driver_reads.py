@@ -48,6 +48,8 @@ def any_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnE
     if dialect == "postgresql":
         return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
     if dialect == "sqlite":
+        if not isinstance(column.type, sa.Integer | sa.String):  # what JSON keeps exactly
+            raise TypeError(f"any_of on SQLite binds int or str keys, not {column.type!r}")
         values = sa.func.json_each(sa.bindparam(name, type_=JSONList())).table_valued("value")
         return column.in_(sa.select(values.c.value))
     return column.in_(sa.bindparam(name, expanding=True))
@@ -55,9 +57,13 @@ def any_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnE
 
 class JSONList(sa.types.TypeDecorator[Sequence[Any]]):
     """A list bound as one JSON array text (SQLite's ``json_each`` reads it); only ints
-    and strings are bound this way (ids, request ids), which JSON keeps exactly. Text
-    stays unescaped, so a string the driver cannot encode (a lone surrogate) fails
-    to bind as it did in an IN list (read_errors: a ValidationFailed)."""
+    and strings are bound this way (ids, request ids: ``any_of`` refuses other
+    columns), which JSON keeps exactly. Text stays unescaped, so a string the driver
+    cannot encode (a lone surrogate) fails to bind as it did in an IN list
+    (read_errors: a ValidationFailed). Unlike an IN list: an int past 64 bits matches
+    nothing instead of failing to bind, and SQLite's JSON text ends a string at a NUL
+    (the rows' own key then differs from the one asked for, which the repositories
+    match rows on, so it is not found either)."""
 
     impl = sa.Text
     cache_ok = True

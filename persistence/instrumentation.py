@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
@@ -225,3 +225,14 @@ class PoolCollector(Collector):
         )
         for name, documentation, value in figures:
             yield GaugeMetricFamily(f"migval_db_pool_{name}", documentation, value=value)
+        if self.db.loop_reads is not None:  # SQLite files
+            moved = CounterMetricFamily(
+                "migval_db_loop_reads_moved",
+                "SQLite reads moved off the event loop to a pooled connection, by reason "
+                "(locked: the database was locked; over_budget: still running after "
+                "50 ms, or over it lately; broken: the loop's connection failed).",
+                labels=["reason"],
+            )
+            for reason, count in self.db.loop_reads.moved.items():
+                moved.add_metric([reason], count)
+            yield moved

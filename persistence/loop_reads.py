@@ -10,7 +10,10 @@ statement still running after ``LOOP_BUDGET_S`` (a listing's filtered count over
 large table, say) is interrupted: ``fetch`` answers None, and the caller sends the
 statement to its session's aiosqlite connection, whose thread waits out
 ``SQLITE_BUSY_TIMEOUT_MS`` or runs it to its end off the loop. So a statement holds
-the loop for about the budget at most.
+the loop for about the budget at most (the clock is read every few thousand VM steps;
+a slow disk read in between is not cut short), and one that went over it skips the
+loop for a minute. A connection whose file was replaced, removed or cannot be read
+is closed, and the next read opens a new one.
 
 Each thread gets its own connection (``query_only``: it cannot write), opened on first
 use and closed by ``close`` (DatabaseManager.dispose). Only for SQLite files: an
@@ -24,33 +27,62 @@ from collections.abc import Sequence
 from typing import Any
 
 # Primary result codes of a statement given up on the loop: it would have waited for a
-# lock, or it ran past the budget (interrupted by the progress handler).
-_GIVE_UP = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_INTERRUPT})
+# lock (BUSY, LOCKED), or it ran past the budget (INTERRUPT, from the progress handler).
+_LOCKED = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+# ... and of a connection that cannot go on: the file was replaced, removed or cannot be
+# read (the statement moves; the connection is closed and the next read opens anew).
+_BROKEN = frozenset(
+    {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB}
+)
 _CACHED_STATEMENTS = 256  # fixed statements: a few dozen shapes, each kept prepared
 LOOP_BUDGET_S = 0.05  # a statement still running after this leaves the loop
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the clock
+SLOW_FOR_S = 60.0  # a statement over budget goes straight to the thread for this long
+_SLOW_SIZE = 256  # bound of the statements remembered as over budget
+Moved = str  # why a statement left the loop: "locked", "over_budget", "broken"
 
 
 class LoopReads:
     """Read-only connections to one SQLite file, one per thread that reads; ``fetch``
-    answers None for a statement that must run elsewhere (locked, or over budget)."""
+    answers None for a statement that must run elsewhere, and counts why in
+    ``moved`` (exported as ``migval_db_loop_reads_moved_total``)."""
 
     def __init__(self, database: str, *, uri: bool, budget_s: float = LOOP_BUDGET_S) -> None:
         self.database, self.uri, self.budget_s = database, uri, budget_s
+        self.moved: dict[Moved, int] = {"locked": 0, "over_budget": 0, "broken": 0}
         # per thread: its connection and the deadline its progress handler checks
         self._connections: dict[int, tuple[sqlite3.Connection, list[float]]] = {}
-        self._lock = threading.Lock()  # guards the dict, not the connections
+        self._slow: dict[str, float] = {}  # SQL over budget -> until when it skips the loop
+        self._lock = threading.Lock()  # guards the dicts, not the connections
+        self._closed = False
 
     def fetch(self, sql: str, arguments: Sequence[Any]) -> list[Any] | None:
         """The rows of ``sql`` (tuples), or None when it must run elsewhere."""
-        conn, deadline = self._connections.get(threading.get_ident()) or self._open()
-        deadline[0] = time.monotonic() + self.budget_s
+        now = time.monotonic()
+        if self._closed or self._slow.get(sql, 0.0) > now:
+            return None
+        entry = self._connections.get(threading.get_ident()) or self._open()
+        conn, deadline = entry
+        deadline[0] = now + self.budget_s
         try:
             return conn.execute(sql, arguments).fetchall()
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode & 0xFF in _GIVE_UP:
-                return None
-            raise
+        except sqlite3.DatabaseError as error:
+            # sqlite3's own errors (a column it cannot decode, say) carry no code
+            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+            if code in _LOCKED:
+                self.moved["locked"] += 1
+            elif code == sqlite3.SQLITE_INTERRUPT:
+                self.moved["over_budget"] += 1
+                with self._lock:
+                    if len(self._slow) >= _SLOW_SIZE:
+                        self._slow.clear()
+                    self._slow[sql] = time.monotonic() + SLOW_FOR_S
+            elif code in _BROKEN:
+                self.moved["broken"] += 1
+                self._forget(entry)
+            else:
+                raise
+            return None
 
     def _open(self) -> tuple[sqlite3.Connection, list[float]]:
         conn = sqlite3.connect(
@@ -72,8 +104,16 @@ class LoopReads:
             self._connections[threading.get_ident()] = entry
         return entry
 
-    def close(self) -> None:
+    def _forget(self, entry: tuple[sqlite3.Connection, list[float]]) -> None:
         with self._lock:
+            if self._connections.get(threading.get_ident()) is entry:
+                del self._connections[threading.get_ident()]
+        entry[0].close()
+
+    def close(self) -> None:
+        """Close every connection; later reads all go to the sessions' connections."""
+        with self._lock:
+            self._closed = True
             entries, self._connections = list(self._connections.values()), {}
         for conn, _ in entries:
             conn.close()

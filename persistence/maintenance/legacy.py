@@ -130,6 +130,7 @@ class _JoinedTransaction(DatabaseManager):
     def __init__(self, base: DatabaseManager, session: AsyncSession) -> None:
         self.settings = base.settings
         self.engine = base.engine
+        self.loop_reads = None  # the base manager's own: it closes them
         self._session = session
 
     async def run_write(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:

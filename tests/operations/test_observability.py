@@ -256,6 +256,9 @@ async def test_pool_gauges(
             await session.execute(sa.text("SELECT 1"))
             busy = await scrape(client)
             stats = app_db.pool_stats()
+        if app_db.loop_reads is not None:  # counted by LoopReads (test_loop_reads.py)
+            app_db.loop_reads.moved["locked"] += 2
+        moved = await scrape(client)
     size = value(idle, "migval_db_pool_size")
     assert size == stats.size >= 1
     if app_db.dialect == "postgresql":
@@ -267,6 +270,13 @@ async def test_pool_gauges(
     assert value(busy, "migval_db_pool_checked_out") == stats.checked_out >= 1
     assert value(busy, "migval_db_pool_checked_in") == stats.checked_in
     assert value(idle, "migval_db_pool_checked_out") == 0  # nothing left checked out
+    counter = "migval_db_loop_reads_moved_total"
+    reasons = {labels for name, labels in idle if name == counter}
+    if app_db.dialect == "postgresql":  # no loop reads, no series
+        assert reasons == set()
+        return
+    assert reasons == {frozenset({("reason", r)}) for r in ("locked", "over_budget", "broken")}
+    assert value(moved, counter, reason="locked") == value(idle, counter, reason="locked") + 2
 
 
 async def test_statement_durations_by_kind(

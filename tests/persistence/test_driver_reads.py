@@ -4,7 +4,8 @@ types; statement events still fire; a connection lost under a driver read is not
 handed out again."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,11 +13,12 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence import crypto
 from persistence.crypto import KeyRing, configure_encryption, generate_key
-from persistence.database import DRIVER_READS, DatabaseManager
+from persistence.database import DRIVER_READS, LOOP_READS, DatabaseManager
 from persistence.driver_reads import FixedRead, Row, any_of, row_type
 from persistence.enums import SeverityLevel
 from persistence.errors import ServiceUnavailable, ValidationFailed
@@ -275,6 +277,18 @@ async def test_lost_connection_is_invalidated(db: DatabaseManager, database_url:
     assert [r.id if r else None for r in rows] == expected
 
 
+def test_sqlite_key_lists_only_for_int_and_str_columns() -> None:
+    """JSON keeps ints and strings exactly; a list of anything else is refused when
+    the statement is built, not mismatched when it runs."""
+    assert "json_each" in str(any_of(SESSIONS.c.id, "keys", "sqlite"))
+    assert "json_each" in str(any_of(SESSIONS.c.request_id, "keys", "sqlite"))
+    with pytest.raises(TypeError, match="int or str"):
+        any_of(SESSIONS.c.created_at, "keys", "sqlite")
+    assert "ANY" in str(
+        any_of(SESSIONS.c.created_at, "keys", "postgresql").compile(dialect=postgresql.dialect())
+    )
+
+
 def test_rows_by_position_attribute_and_name() -> None:
     cls = row_type(("id", "name", "_total"))
     row = cls((7, "x", 3))
@@ -377,36 +391,52 @@ async def _backends_waiting_mid_statement(database_url: str) -> int:
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.parametrize("runner", ["loop", "aiosqlite"])
 async def test_failed_sqlite_driver_reads_are_reported_and_keep_the_connection(
-    db: DatabaseManager,
+    db: DatabaseManager, runner: str
 ) -> None:
-    """On aiosqlite a failed fixed read reaches handle_error as a DBAPIError without
-    its values; a lookup string the driver cannot encode is a ValidationFailed, as in
-    an IN list; and the connection serves the next read (nothing is left mid-call)."""
+    """On the loop's connection and on aiosqlite's, a failed fixed read reaches
+    handle_error as a DBAPIError without its values; a lookup string the driver
+    cannot encode is a ValidationFailed, as in an IN list; and no connection is
+    invalidated (nothing is left mid-call): the next read is served."""
     keys = await _seed(db)
     failed: list[str] = []
+    invalidated: list[BaseException | None] = []
 
     def on_error(context: Any) -> None:
         failed.append(context.statement)
 
+    def on_invalidate(_dbapi: Any, _record: Any, error: BaseException | None) -> None:
+        invalidated.append(error)
+
+    @asynccontextmanager
+    async def session() -> AsyncIterator[AsyncSession]:
+        async with db.read_session() as s:
+            if runner == "aiosqlite":
+                del s.info[LOOP_READS]
+            yield s
+
     engine = db.engine.sync_engine
     event.listen(engine, "handle_error", on_error)
+    event.listen(engine.pool, "invalidate", on_invalidate)
     try:
         read = FixedRead(sa.select(SESSIONS.c.id).where(SESSIONS.c.id == sa.bindparam("v")))
         with pytest.raises(sa.exc.DBAPIError) as info:
-            async with db.read_session() as s:
+            async with session() as s:
                 await read.fetch(s, {"v": {"not": "bindable"}})
         assert "[SQL parameters hidden due to hide_parameters=True]" in str(info.value)
         assert "bindable" not in str(info.value)
         with pytest.raises(ValidationFailed):
-            async with db.read_session() as s:
+            async with session() as s:
                 await SessionRepository(s).list_by_request_ids(["lone \ud800 surrogate"])
+        async with session() as s:
+            rows = await SessionRepository(s).list_by_ids(keys["sessions"])
     finally:
         event.remove(engine, "handle_error", on_error)
+        event.remove(engine.pool, "invalidate", on_invalidate)
     # Both failures reach the listeners, as SQLAlchemy reports any error of a statement.
     assert [statement.split(None, 1)[0] for statement in failed] == ["SELECT", "SELECT"]
-    async with db.read_session() as s:
-        rows = await SessionRepository(s).list_by_ids(keys["sessions"])
+    assert invalidated == []
     assert [r.id if r else None for r in rows] == [
         None if i == MISSING else i for i in keys["sessions"]
     ]

@@ -5,6 +5,7 @@ see only committed rows, cannot write, and are closed with the manager."""
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ def test_a_locked_database_is_not_waited_for(tmp_path: Path) -> None:
     reads = LoopReads(str(tmp_path / "locked.db"), uri=False)
     try:
         assert reads.fetch("SELECT x FROM t", ()) is None  # at once: busy_timeout 0
+        assert reads.moved == {"locked": 1, "over_budget": 0, "broken": 0}
         holder.execute("COMMIT")
         assert reads.fetch("SELECT x FROM t", ()) == [(1,)]
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
@@ -60,6 +62,46 @@ def test_a_statement_over_budget_leaves_the_loop(tmp_path: Path) -> None:
         assert reads.fetch(endless, ()) is None
         assert time.monotonic() - started < 2  # the whole count takes ~20 s
         assert reads.fetch("SELECT 1", ()) == [(1,)]
+        # Remembered: the same statement now skips the loop without starting.
+        started = time.monotonic()
+        assert reads.fetch(endless, ()) is None
+        assert time.monotonic() - started < 0.005
+        assert reads.moved["over_budget"] == 1
+    finally:
+        reads.close()
+    assert reads.fetch("SELECT 1", ()) is None  # closed: every read goes elsewhere
+    assert reads._connections == {}
+
+
+def test_a_broken_connection_is_replaced(tmp_path: Path) -> None:
+    """A file that stops being a database under the server (overwritten, say) breaks
+    the loop's connection: the read moves, the connection is closed, and a later read
+    opens a new one. Errors of sqlite3 itself (no result code) are raised as they are."""
+    path = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    header = path.read_bytes()[:100]
+    reads = LoopReads(str(path), uri=False)
+    try:
+        assert reads.fetch("SELECT x FROM t", ()) == [(1,)]
+        first = reads._connections[threading.get_ident()]
+        with path.open("r+b") as file:
+            file.write(b"not a database header, not at all")
+        assert reads.fetch("SELECT x FROM t", ()) is None
+        assert reads.moved == {"locked": 0, "over_budget": 0, "broken": 1}
+        assert threading.get_ident() not in reads._connections
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            first[0].execute("SELECT 1")
+        with path.open("r+b") as file:
+            file.write(header)
+        assert reads.fetch("SELECT x FROM t", ()) == [(1,)]
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("INSERT INTO t VALUES (CAST(x'fffe' AS TEXT))")  # not UTF-8
+        raw.close()
+        with pytest.raises(sqlite3.OperationalError, match="decode"):
+            reads.fetch("SELECT x FROM t WHERE typeof(x) = 'text'", ())
     finally:
         reads.close()
 
@@ -120,6 +162,18 @@ async def test_reads_run_beside_an_open_write_transaction(db: DatabaseManager) -
     assert [r.request_id for r in rows if r] == ["committed"]
     assert len(seen) == 1
     assert "json_each" in seen[0]
+    # The loop's own connection ran it (its trace), nothing moved.
+    assert db.loop_reads is not None
+    traced: list[str] = []
+    loop_conn, _deadline = db.loop_reads._connections[threading.get_ident()]
+    loop_conn.set_trace_callback(traced.append)
+    try:
+        async with db.read_session() as reader:
+            await SessionRepository(reader).list_by_ids([first])
+    finally:
+        loop_conn.set_trace_callback(None)
+    assert [statement.split(None, 1)[0] for statement in traced] == ["SELECT"]
+    assert db.loop_reads.moved == {"locked": 0, "over_budget": 0, "broken": 0}
 
 
 @pytest.mark.sqlite_only
