@@ -7,10 +7,10 @@ Pool exhaustion (in process, httpx ASGI transport):
   30 s) with the top-level ``SERVICE_UNAVAILABLE`` error, ``retryable: true``, nothing
   is written, the app keeps serving, every connection is checked back in and no
   backend is left idle in transaction.
-- SQLite ignores the pool settings (README: they are PostgreSQL's); what runs out there
-  is the write lock. Held by the test, with a short busy timeout and retry deadline:
-  writes answer the same retryable error without "database is locked" text, reads still
-  succeed (WAL), and everything is checked back in.
+- SQLite, a pool large enough for every request (the pool settings hold there too):
+  what runs out is the write lock. Held by the test, with a short busy timeout and
+  retry deadline: writes answer the same retryable error without "database is locked"
+  text, reads still succeed (WAL), and everything is checked back in.
 
 Cancellation:
 
