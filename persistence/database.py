@@ -100,7 +100,7 @@ class DatabaseManager:
     def __init__(self, settings: DatabaseSettings, *, echo: bool = False) -> None:
         self.settings = settings
         self.engine: AsyncEngine = _create_engine(settings, echo=echo)
-        self.loop_reads = _loop_reads(self.engine)
+        self.loop_reads = _loop_reads(self.engine, settings.sqlite_loop_budget_ms)
 
     @classmethod
     def from_env(cls) -> "DatabaseManager":
@@ -418,13 +418,16 @@ def _sqlite_pool_args(settings: DatabaseSettings) -> dict[str, Any]:
     }
 
 
-def _loop_reads(engine: AsyncEngine) -> LoopReads | None:
-    """Read-only loop connections to the engine's SQLite file (None for PostgreSQL and
-    for an in-memory database, which only its one pooled connection can see)."""
+def _loop_reads(engine: AsyncEngine, budget_ms: int) -> LoopReads | None:
+    """Read-only loop connections to the engine's SQLite file (None for PostgreSQL, for
+    an in-memory database, which only its one pooled connection can see, and with
+    SQLITE_LOOP_BUDGET_MS=0)."""
     if engine.dialect.name != "sqlite" or not isinstance(engine.pool, QueuePool):
         return None
+    if budget_ms == 0:
+        return None
     args, options = engine.dialect.create_connect_args(engine.url)
-    return LoopReads(str(args[0]), uri=bool(options.get("uri", False)))
+    return LoopReads(str(args[0]), uri=bool(options.get("uri", False)), budget_s=budget_ms / 1000)
 
 
 def postgres_connect_args(settings: DatabaseSettings) -> dict[str, Any]:

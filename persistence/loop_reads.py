@@ -6,14 +6,14 @@ the statements themselves (docs/performance.md, eighth session). A fixed read is
 indexed loader batch of a document the cost limits admitted, and under WAL a reader
 never waits for a writer, so it runs right on the loop, as the raw sqlite3 floor of
 the benchmark does. What would wait is refused at once (``busy_timeout`` 0), and a
-statement still running after ``LOOP_BUDGET_S`` (a listing's filtered count over a
-large table, say) is interrupted: ``fetch`` answers None, and the caller sends the
-statement to its session's aiosqlite connection, whose thread waits out
-``SQLITE_BUSY_TIMEOUT_MS`` or runs it to its end off the loop. So a statement holds
-the loop for about the budget at most (the clock is read every few thousand VM steps;
-a slow disk read in between is not cut short), and one that went over it skips the
-loop for a minute. A connection whose file was replaced, removed or cannot be read
-is closed, and the next read opens a new one.
+statement still running after its budget (``SQLITE_LOOP_BUDGET_MS``, default 50 ms: a
+listing's filtered count over a large table, say) is interrupted: ``fetch`` answers
+None, and the caller sends the statement to its session's aiosqlite connection,
+whose thread waits out ``SQLITE_BUSY_TIMEOUT_MS`` or runs it to its end off the loop.
+So a statement holds the loop for about the budget at most (the clock is read every
+few thousand VM steps; a slow disk read in between is not cut short), and one that
+went over it skips the loop for a minute. A connection whose file was replaced,
+removed or cannot be read is closed, and the next read opens a new one.
 
 Each thread gets its own connection (``query_only``: it cannot write), opened on first
 use and closed by ``close`` (DatabaseManager.dispose). Only for SQLite files: an
@@ -26,6 +26,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from persistence.settings import DatabaseSettings
+
 # Primary result codes of a statement given up on the loop: it would have waited for a
 # lock (BUSY, LOCKED), or it ran past the budget (INTERRUPT, from the progress handler).
 _LOCKED = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -35,7 +37,8 @@ _BROKEN = frozenset(
     {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB}
 )
 _CACHED_STATEMENTS = 256  # fixed statements: a few dozen shapes, each kept prepared
-LOOP_BUDGET_S = 0.05  # a statement still running after this leaves the loop
+# A statement still running after this leaves the loop (SQLITE_LOOP_BUDGET_MS).
+LOOP_BUDGET_S = DatabaseSettings().sqlite_loop_budget_ms / 1000
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the clock
 SLOW_FOR_S = 60.0  # a statement over budget goes straight to the thread for this long
 _SLOW_SIZE = 256  # bound of the statements remembered as over budget

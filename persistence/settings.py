@@ -42,6 +42,7 @@ class DatabaseSettings:
     ssl_root_cert: str | None = None
     sqlite_busy_timeout_ms: int = 5000
     sqlite_synchronous: SQLiteSynchronous = SQLiteSynchronous.NORMAL
+    sqlite_loop_budget_ms: int = 50  # 0: no reads on the event loop's connection
     statement_timeout_ms: int = 30000
     retry_attempts: int = 5
     retry_deadline_s: float = 10.0
@@ -76,6 +77,9 @@ class DatabaseSettings:
             ),
             sqlite_synchronous=env_choice(
                 e, "SQLITE_SYNCHRONOUS", SQLiteSynchronous, d.sqlite_synchronous
+            ),
+            sqlite_loop_budget_ms=env_int(
+                e, "SQLITE_LOOP_BUDGET_MS", d.sqlite_loop_budget_ms, minimum=0
             ),
             statement_timeout_ms=env_int(
                 e, "DB_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms, minimum=0

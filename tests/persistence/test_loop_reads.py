@@ -209,3 +209,7 @@ async def test_loop_reads_only_for_files_and_closed_on_dispose(db_factory: DbFac
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         opened[0].execute("SELECT 1")
     assert db_factory("sqlite+aiosqlite:///:memory:").loop_reads is None
+    assert db_factory(sqlite_loop_budget_ms=0).loop_reads is None  # every read to the pool
+    tuned = db_factory(sqlite_loop_budget_ms=200).loop_reads
+    assert tuned is not None
+    assert tuned.budget_s == 0.2
