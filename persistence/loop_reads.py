@@ -28,8 +28,8 @@ from typing import Any
 
 from persistence.settings import DatabaseSettings
 
-# Primary result codes of a statement given up on the loop: it would have waited for a
-# lock (BUSY, LOCKED), or it ran past the budget (INTERRUPT, from the progress handler).
+# Primary result codes of a statement that would have waited for a lock (one past the
+# budget ends with SQLITE_INTERRUPT, from the progress handler) ...
 _LOCKED = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 # ... and of a connection that cannot go on: the file was replaced, removed or cannot be
 # read (the statement moves; the connection is closed and the next read opens anew).
