@@ -422,9 +422,7 @@ def _loop_reads(engine: AsyncEngine, budget_ms: int) -> LoopReads | None:
     """Read-only loop connections to the engine's SQLite file (None for PostgreSQL, for
     an in-memory database, which only its one pooled connection can see, and with
     SQLITE_LOOP_BUDGET_MS=0)."""
-    if engine.dialect.name != "sqlite" or not isinstance(engine.pool, QueuePool):
-        return None
-    if budget_ms == 0:
+    if engine.dialect.name != "sqlite" or not isinstance(engine.pool, QueuePool) or not budget_ms:
         return None
     args, options = engine.dialect.create_connect_args(engine.url)
     return LoopReads(str(args[0]), uri=bool(options.get("uri", False)), budget_s=budget_ms / 1000)

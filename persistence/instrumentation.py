@@ -230,7 +230,8 @@ class PoolCollector(Collector):
                 "migval_db_loop_reads_moved",
                 "SQLite reads moved off the event loop to a pooled connection, by reason "
                 "(locked: the database was locked; over_budget: still running after "
-                "50 ms, or over it lately; broken: the loop's connection failed).",
+                "SQLITE_LOOP_BUDGET_MS, or over it lately; broken: the loop's connection "
+                "failed).",
                 labels=["reason"],
             )
             for reason, count in self.db.loop_reads.moved.items():
