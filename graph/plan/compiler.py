@@ -131,10 +131,14 @@ class ConnectionPlan:
     page_infos: list[tuple[str, PageInfoPlan]] = field(default_factory=list)
 
     @property
+    def node_plans(self) -> list[ObjectPlan]:
+        """The node selections, in the order the runner builds them per page."""
+        return [p for _, p in self.nodes] + [p for _, e in self.edges for _, p in e.nodes]
+
+    @property
     def columns(self) -> set[str]:
         """Row columns the connection's node selections read (ids for cursors)."""
-        plans = [p for _, p in self.nodes] + [p for _, e in self.edges for _, p in e.nodes]
-        return {"id"}.union(*(p.columns for p in plans))
+        return {"id"}.union(*(p.columns for p in self.node_plans))
 
     @property
     def needs_cursors(self) -> bool:
