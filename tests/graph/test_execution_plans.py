@@ -257,6 +257,34 @@ async def test_raw_pages_after_a_cursor_and_with_other_filters_answer_as_standar
     assert seen[2][0] == 6
 
 
+async def test_each_row_fills_its_own_dictionary_across_parents_and_selections(
+    seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
+) -> None:
+    """The runner loads every level before it creates any dictionary, then pairs rows
+    with dictionaries by order: parents with no child rows, a missing ``latestResult``,
+    two node selections of one page and an aliased second page must each get their
+    own rows (a shifted pairing puts one session's discrepancies under another)."""
+    await seed.full("pair-a", n_discrepancies=3)
+    await seed.session("pair-empty")
+    await seed.full("pair-b", n_discrepancies=1, n_tests=0)
+    query = """{ sessions(first: 5) { nodes { requestId latestResult { id }
+        discrepancies(first: 2) { nodes { id session { requestId } }
+            edges { node { id description } } }
+        one: discrepancies(first: 1) { nodes { session { requestId } } }
+        behavioralTests { session { requestId } } } } }"""
+    sessions = (await _planned_as_standard(clients, query)).json()["data"]["sessions"]["nodes"]
+    assert [s["requestId"] for s in sessions] == ["pair-b", "pair-empty", "pair-a"]
+    assert [s["latestResult"] is None for s in sessions] == [False, True, False]
+    for s in sessions:
+        page = s["discrepancies"]
+        assert len(page["nodes"]) == {"pair-a": 2, "pair-b": 1, "pair-empty": 0}[s["requestId"]]
+        assert [n["id"] for n in page["nodes"]] == [e["node"]["id"] for e in page["edges"]]
+        owners = [n["session"]["requestId"] for n in page["nodes"] + s["one"]["nodes"]]
+        owners += [t["session"]["requestId"] for t in s["behavioralTests"]]
+        assert set(owners) <= {s["requestId"]}
+    assert len(sessions[2]["behavioralTests"]) == 2
+
+
 async def test_arguments_with_variables_are_converted_per_run(
     seed: Seeder, clients: dict[PlanMode, httpx.AsyncClient]
 ) -> None:
