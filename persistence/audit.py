@@ -74,7 +74,8 @@ _SECRET_PARAM = re.compile(
 
 
 class AuditOperation(StrEnum):
-    """The operation an entry records, named after the GraphQL mutation."""
+    """The operation an entry records, named after the GraphQL mutation (or, for
+    what no mutation does, after the command's action)."""
 
     CREATE_SESSION = "createValidationSession"
     UPDATE_SESSION_STATUS = "updateSessionStatus"
@@ -84,6 +85,9 @@ class AuditOperation(StrEnum):
     RESOLVE_DISCREPANCY = "resolveDiscrepancy"
     REOPEN_DISCREPANCY = "reopenDiscrepancy"
     RESOLVE_DISCREPANCIES = "resolveDiscrepancies"
+    # API tokens are managed by the CLI (``migval token``), not by a mutation.
+    CREATE_API_TOKEN = "createApiToken"  # noqa: S105 - an operation name, not a secret
+    REVOKE_API_TOKEN = "revokeApiToken"  # noqa: S105
 
 
 class EntityType(StrEnum):
@@ -93,6 +97,7 @@ class EntityType(StrEnum):
     RESULT = "validation_results"
     DISCREPANCY = "validation_discrepancies"
     BEHAVIORAL_TEST = "behavioral_test_results"
+    API_TOKEN = "api_tokens"  # noqa: S105 - a table name
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,14 +13,17 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from persistence.audit import AuditOperation, EntityType, audit_entry, snapshot
 from persistence.database import DatabaseManager
 from persistence.enums import Role
 from persistence.errors import Conflict, MigvalError, NotFound, ValidationFailed
 from persistence.models import ApiToken
+from persistence.repositories.audit import AuditRepository
 from persistence.repositories.tokens import TokenRepository
 from persistence.validation import coerce_enum
 
@@ -104,7 +107,9 @@ class TokenService:
             repo = TokenRepository(session)
             if await repo.get_by_name(name) is not None:
                 raise Conflict("name", f"a token named {name!r} already exists")
-            return await repo.insert(values)
+            row = await repo.insert(values)
+            await _audit(session, AuditOperation.CREATE_API_TOKEN, row, after=_fields(row))
+            return row
 
         try:
             row = await self.db.run_write(work)
@@ -123,6 +128,13 @@ class TokenService:
             repo = TokenRepository(session)
             revoked = await repo.revoke(name, datetime.now(UTC))
             if revoked is not None:
+                await _audit(
+                    session,
+                    AuditOperation.REVOKE_API_TOKEN,
+                    revoked,
+                    before={"revoked_at": None},
+                    after={"revoked_at": revoked.revoked_at},
+                )
                 return RevokeOutcome(revoked, already_revoked=False)
             existing = await repo.get_by_name(name)
             if existing is None:
@@ -156,6 +168,27 @@ class TokenService:
             return await TokenRepository(session).touch(token.id or 0, at, at - TOUCH_INTERVAL)
 
         return await self.db.run_write(work)
+
+
+# What an entry shows of a token: never its hash or prefix (they identify the secret).
+_AUDITED_FIELDS = ("name", "role", "expires_at", "revoked_at")
+
+
+def _fields(row: ApiToken) -> dict[str, Any]:
+    return snapshot(row, only=_AUDITED_FIELDS)
+
+
+async def _audit(
+    session: AsyncSession,
+    operation: AuditOperation,
+    row: ApiToken,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    """One audit entry in the change's transaction (ADR 0004); recording a use
+    (``record_use``) writes none: it is bookkeeping, not a change of who may do what."""
+    entry = audit_entry(operation, EntityType.API_TOKEN, row.id, before=before, after=after)
+    await AuditRepository(session).append(entry)
 
 
 def needs_touch(token: ApiToken, now: datetime) -> bool:

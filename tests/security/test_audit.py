@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from persistence.audit import (
     AuditOperation,
     EntityType,
     audit_entry,
+    json_safe,
     redact,
     scrub_text,
 )
@@ -37,6 +39,7 @@ from persistence.services import (
     ResultService,
     SessionService,
 )
+from persistence.services.tokens import TokenService
 from tests.persistence.factories import (
     behavioral_test_input,
     discrepancy_input,
@@ -466,6 +469,40 @@ async def test_without_a_request_the_actor_is_system(db: DatabaseManager) -> Non
     assert row["actor_role"] == "admin"
     assert row["actor_token_id"] is None
     assert row["request_id"] is None
+
+
+async def test_token_create_and_revoke_are_audited_without_the_secret(
+    db: DatabaseManager,
+) -> None:
+    """Issuing and revoking a token change who may do what: each writes one entry (in
+    its transaction), showing name, role and times but never the token, its hash or
+    prefix; a refused create, a second revoke and recording a use write none."""
+    tokens = TokenService(db)
+    with acting_as(ACTOR):
+        issued = await tokens.create("deploy-bot", Role.WRITER, timedelta(days=1))
+        with pytest.raises(Conflict):
+            await tokens.create("deploy-bot", Role.ADMIN)
+        await tokens.record_use(await tokens.authenticate(issued.token))
+        revoked = await tokens.revoke("deploy-bot")
+        assert (await tokens.revoke("deploy-bot")).already_revoked
+    created, revoke = await audit_rows(db)
+    for row in (created, revoke):
+        assert_actor(row)
+        assert row["entity_type"] == "api_tokens"
+        assert row["entity_id"] == str(issued.row.id)
+        for secret in (issued.token, issued.row.token_hash, issued.row.token_prefix):
+            assert secret not in row["raw"]
+    assert created["operation"] == "createApiToken"
+    assert created["before"] is None
+    assert created["after"]["name"] == "deploy-bot"
+    assert created["after"]["role"] == "writer"
+    assert created["after"]["revoked_at"] is None
+    assert issued.row.expires_at is not None
+    assert created["after"]["expires_at"] == json_safe(issued.row.expires_at)
+    assert revoke["operation"] == "revokeApiToken"
+    assert revoke["before"] == {"revoked_at": None}
+    assert revoke["after"]["revoked_at"] is not None
+    assert revoked.row.revoked_at is not None
 
 
 async def test_concurrent_changes_keep_an_exact_chain_of_before_and_after(

@@ -21,6 +21,7 @@ from persistence.models import ApiToken
 from persistence.services.tokens import TOKEN_PATTERN, TokenService
 from tests.conftest import DbFactory
 from tests.security.conftest import BASE_URL, DEVELOPMENT, PRODUCTION, Issue, MakeApi, run_cli
+from tests.security.test_audit import audit_rows
 
 VIEWER_QUERY = "{ sessions { totalCount } }"
 
@@ -116,6 +117,14 @@ async def test_cli_create_list_revoke(
     assert_unauthenticated(await api.post(VIEWER_QUERY), "token revoked")
     (row,) = await token_rows(db)
     assert row["revoked_at"] is not None
+
+    # The CLI acts as "system"; the audit trail names the token, never its text.
+    entries = await audit_rows(db)
+    assert [(e["operation"], e["entity_id"], e["actor_name"]) for e in entries] == [
+        ("createApiToken", str(row["id"]), "system"),
+        ("revokeApiToken", str(row["id"]), "system"),
+    ]
+    assert all(token not in e["raw"] and str(row["token_hash"]) not in e["raw"] for e in entries)
 
 
 async def test_cli_list_table_and_refusals(
