@@ -351,9 +351,11 @@ def _rollup(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
         return EXIT_OK
     for period in report.periods:
+        frozen = period.frozen_until
         print(
             f"{period.period.value}: {period.computed} periods computed, "
             f"{period.inserted} inserted, {period.updated} updated, {period.unchanged} unchanged"
+            + ("" if frozen is None else f" (kept as stored before {frozen.date().isoformat()})")
         )
     print(f"rollup: {report.written} rows written")
     return EXIT_OK

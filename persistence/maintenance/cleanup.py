@@ -18,18 +18,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.actor import current_actor
-from persistence.audit import AuditEntry, EntityType
+from persistence.audit import AuditEntry, AuditOperation, EntityType
 from persistence.database import DatabaseManager
 from persistence.errors import ConfigurationError
 from persistence.maintenance.tables import SESSION_CHILDREN, SESSIONS, iso_utc, require_schema
 from persistence.repositories.audit import AuditRepository
+from persistence.repositories.metrics import MetricRepository
 from persistence.settings import env_int
 
 ENV_RETENTION_DAYS = "MIGVAL_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
 MAX_RETENTION_DAYS = 36_500
 DEFAULT_BATCH_SIZE = 500
-AUDIT_OPERATION = "retentionCleanup"
+AUDIT_OPERATION = AuditOperation.RETENTION_CLEANUP.value
 
 
 @dataclass(slots=True)
@@ -122,14 +123,20 @@ async def cleanup(
         total = await session.scalar(sa.select(sa.func.count()).select_from(expired.subquery()))
 
     async def one_batch(session: AsyncSession) -> CleanupCounts:
+        # Not while a rollup runs: it must not aggregate rows this batch is deleting
+        # under a watermark read before the batch (SQLite writers queue anyway).
+        await MetricRepository(session).lock_for_rollup()
         ids = list((await session.scalars(expired.order_by(SESSIONS.c.id).limit(batch_size))).all())
         if not ids:
             return CleanupCounts()
-        counts = await _count(session, sa.select(SESSIONS.c.id).where(SESSIONS.c.id.in_(ids)))
+        batch = sa.select(SESSIONS.c.id).where(SESSIONS.c.id.in_(ids))
+        counts = await _count(session, batch)
+        audit = AuditRepository(session)
+        through = _latest(await audit.deleted_through(), await _newest(session, batch))
         deleted = await session.execute(sa.delete(SESSIONS).where(SESSIONS.c.id.in_(ids)))
         counts.sessions = int(deleted.rowcount)  # type: ignore[attr-defined]
         who = current_actor()
-        await AuditRepository(session).append(
+        await audit.append(
             AuditEntry(
                 operation=AUDIT_OPERATION,
                 entity_type=EntityType.SESSION.value,
@@ -138,7 +145,14 @@ async def cleanup(
                 actor_role=None if who.role is None else who.role.value,
                 actor_token_id=who.token_id,
                 before={"session_ids": ids, "child_counts": counts.as_dict()},
-                after={"retention_days": days, "cutoff": iso_utc(cutoff)},
+                after={
+                    "retention_days": days,
+                    "cutoff": iso_utc(cutoff),
+                    # The newest creation time of any row deleted so far (children
+                    # can be newer than their session): rollups never recompute a
+                    # period up to it (persistence.services.metrics).
+                    "deleted_through": iso_utc(through),
+                },
             )
         )
         return counts
@@ -152,6 +166,33 @@ async def cleanup(
         if progress is not None:
             progress(report.batches, batch, int(total or 0))
     return report
+
+
+async def _newest(session: AsyncSession, ids: sa.Select[Any]) -> datetime | None:
+    """The newest created_at among the sessions selected by ``ids`` and their children."""
+    id_subquery = ids.scalar_subquery()
+    newest = [
+        sa.select(sa.func.max(table.c.created_at)).where(table.c.session_id.in_(id_subquery))
+        for table in SESSION_CHILDREN
+    ]
+    newest.append(
+        sa.select(sa.func.max(SESSIONS.c.created_at)).where(SESSIONS.c.id.in_(id_subquery))
+    )
+    row = (await session.execute(sa.select(*(q.scalar_subquery() for q in newest)))).one()
+    return _latest(*(_aware(value) for value in row))
+
+
+def _aware(value: Any) -> datetime | None:
+    """A max() over a UTC timestamp column: SQLite's comes back as text or naive."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    known = [m for m in moments if m is not None]
+    return max(known) if known else None
 
 
 async def _count(session: AsyncSession, ids: sa.Select[Any]) -> CleanupCounts:

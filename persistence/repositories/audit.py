@@ -4,12 +4,13 @@ There is deliberately no update or delete here: the log is append-only (on
 PostgreSQL a trigger enforces it; docs/decisions/0004-audit-log.md).
 """
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from persistence.audit import AuditEntry, AuditLogFilter
+from persistence.audit import AuditEntry, AuditLogFilter, AuditOperation, EntityType
 from persistence.filters import SortDirection
 from persistence.models import (
     AuditLogEntry,
@@ -33,6 +34,28 @@ class AuditRepository:
         transaction; returns its id. One INSERT, no read-back."""
         stmt = sa.insert(A).values(**entry.values()).returning(_c("id"))
         return int((await self.session.execute(stmt)).scalar_one())
+
+    async def deleted_through(self) -> datetime | None:
+        """The newest creation time of any row retention cleanup has deleted (None:
+        it never deleted anything): the latest cleanup entry carries the running
+        maximum. Entries written before ``deleted_through`` existed give their cutoff
+        (every session they deleted was older; a child of one may have been newer).
+        Found through the entity index: cleanup entries are about several sessions."""
+        stmt = (
+            sa.select(_c("after"))
+            .where(
+                _c("entity_type") == EntityType.SESSION.value,
+                _c("entity_id").is_(None),
+                _c("operation") == AuditOperation.RETENTION_CLEANUP.value,
+            )
+            .order_by(_c("id").desc())
+            .limit(1)
+        )
+        after = (await self.session.execute(stmt)).scalar_one_or_none()
+        if not isinstance(after, dict):
+            return None
+        moment = after.get("deleted_through") or after.get("cutoff")
+        return datetime.fromisoformat(moment) if isinstance(moment, str) else None
 
     async def list_page(
         self, filter_: AuditLogFilter, first: int, after: Keyset | None

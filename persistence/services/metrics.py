@@ -23,9 +23,14 @@ Rollup (``MetricsService.rollup``, ``run_rollup`` for the CLI):
   created in it) have rows. A rollup never deletes stored rows: rollups are the
   history that outlives raw rows, so a period whose source rows were all deleted keeps
   its last figures (a partially deleted one is recomputed from what remains).
-- ``frozen_before`` (e.g. the retention cutoff of ``maintenance cleanup``): periods
-  starting before it are never recomputed, whatever the window, since their raw rows
-  are incomplete and recomputing them would shrink history.
+- Frozen periods: retention cleanup records in its audit entries the newest creation
+  time of any row it deleted (``deleted_through``; children can be newer than their
+  session). Periods up to the one holding it, and those starting before an explicit
+  ``frozen_before``, have incomplete raw rows: recomputing them would shrink history,
+  so their stored figures are kept whatever the window (``migval maintenance`` and
+  ``db rollup --full`` included). One with no stored row yet (a month longer than the
+  retention: its first days are deleted before it closes) is stored once, from the
+  rows still there, and then kept.
 - One transaction per period kind; concurrent rollups serialize (advisory lock on
   PostgreSQL, BEGIN IMMEDIATE on SQLite).
 
@@ -46,6 +51,7 @@ from persistence.database import DatabaseManager
 from persistence.enums import MetricPeriod
 from persistence.errors import ValidationFailed
 from persistence.models import ValidationMetric
+from persistence.repositories.audit import AuditRepository
 from persistence.repositories.metrics import MAX_METRIC_ROWS, MetricRepository, PeriodFigures
 from persistence.validation import coerce_enum
 
@@ -56,6 +62,7 @@ ALL_PERIODS: tuple[MetricPeriod, ...] = (
 )
 DEFAULT_ROLLUP_DAYS = 35
 LIVE_METRIC_ID = 0
+_MICROSECOND = timedelta(microseconds=1)
 
 
 # ------------------------------------------------------------------ period arithmetic
@@ -105,6 +112,8 @@ class PeriodRollup:
     computed: int  # closed periods with activity in the window
     inserted: int
     updated: int
+    # Periods starting before it keep their stored figures (see "Frozen periods").
+    frozen_until: datetime | None = None
 
     @property
     def unchanged(self) -> int:
@@ -119,6 +128,7 @@ class PeriodRollup:
             "inserted": self.inserted,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "frozen_until": None if self.frozen_until is None else self.frozen_until.isoformat(),
         }
 
 
@@ -158,8 +168,9 @@ class MetricsService:
         frozen_before: datetime | None = None,
     ) -> RollupReport:
         """Store the figures of every closed period overlapping [since, until) (None:
-        unbounded), reaching back to the newest stored period (catch-up), except
-        periods starting before ``frozen_before``. One transaction per period kind."""
+        unbounded), reaching back to the newest stored period (catch-up); frozen
+        periods (before ``frozen_before`` or holding rows retention cleanup deleted)
+        are only inserted when absent. One transaction per period kind."""
         for name, value in (
             ("since", since),
             ("until", until),
@@ -224,9 +235,8 @@ async def run_rollup(
 ) -> RollupReport:
     """The ``migval db rollup`` operation: daily, weekly and monthly rollups of every
     closed period in the last ``days`` days (each period whole, plus catch-up), or of
-    all history with ``full``; periods starting before ``frozen_before`` (pass the
-    retention cutoff when cleanup runs) are left as stored. Raises ValidationFailed on
-    a negative ``days`` or a naive datetime."""
+    all history with ``full``; frozen periods (see the module docstring) are left as
+    stored. Raises ValidationFailed on a negative ``days`` or a naive datetime."""
     if days < 0:
         raise ValidationFailed("days", "must be zero or positive")
     _check_aware(now, "now")
@@ -259,24 +269,30 @@ async def _rollup_period(
         start = None  # first rollup of this kind: all history
     elif start is not None:
         start = min(start, period_next(newest, period))  # catch-up
-    if frozen_before is not None:
-        first_whole = period_ceil(frozen_before, period)
-        start = first_whole if start is None else max(start, first_whole)
+    deleted = await AuditRepository(session).deleted_through()
+    if deleted is not None:  # the period holding that row is frozen too
+        deleted += _MICROSECOND
+        frozen_before = deleted if frozen_before is None else max(frozen_before, deleted)
+    frozen_until = None if frozen_before is None else period_ceil(frozen_before, period)
     if start is not None and start >= end:
-        return PeriodRollup(period, start, end, 0, 0, 0)
+        return PeriodRollup(period, start, end, 0, 0, 0, frozen_until)
     fresh = await repo.aggregate(period, start, end)
     stored = await repo.stored_by_date(period, start, end)
     changed: list[PeriodFigures] = []
     inserted = 0
     for figures in fresh:
         row = stored.get(figures.metric_date)
-        if row is None:
+        if row is None:  # frozen or not: a period is stored at least once
             inserted += 1
             changed.append(figures)
+        elif frozen_until is not None and figures.metric_date < frozen_until:
+            continue  # its raw rows are incomplete: keep what was stored
         elif not figures.same_as(PeriodFigures.from_stored(row)):
             changed.append(figures)
     await repo.upsert(period, changed)
-    return PeriodRollup(period, start, end, len(fresh), inserted, len(changed) - inserted)
+    return PeriodRollup(
+        period, start, end, len(fresh), inserted, len(changed) - inserted, frozen_until
+    )
 
 
 def _live_row(period: MetricPeriod, figures: PeriodFigures, at: datetime) -> ValidationMetric:

@@ -21,7 +21,9 @@ from persistence.enums import (
     ValidationScope,
 )
 from persistence.errors import ValidationFailed
+from persistence.maintenance.cleanup import cleanup
 from persistence.models import ValidationMetric, ValidationSession
+from persistence.repositories.audit import AuditRepository
 from persistence.repositories.metrics import MetricRepository
 from persistence.services.metrics import (
     LIVE_METRIC_ID,
@@ -331,7 +333,7 @@ async def test_frozen_periods_are_not_recomputed(db: DatabaseManager) -> None:
         await s.execute(sa.delete(sessions).where(sessions.c.created_at < utc(2026, 3, 2)))
     report = await run_rollup(db, full=True, days=0, now=NOW, frozen_before=utc(2026, 3, 2))
     # Days and weeks from 03-02 on are intact; March straddles the cutoff: frozen too.
-    assert [p.window_start for p in report.periods] == [
+    assert [p.frozen_until for p in report.periods] == [
         utc(2026, 3, 2),
         utc(2026, 3, 2),
         utc(2026, 4, 1),
@@ -348,6 +350,55 @@ async def test_frozen_periods_are_not_recomputed(db: DatabaseManager) -> None:
     assert (await stored(db, DAILY))[utc(2026, 2, 28)].total_sessions == 1
 
 
+async def test_retention_cleanup_freezes_the_periods_it_touched(db: DatabaseManager) -> None:
+    """Cleanup records the newest creation time of what it deleted, children
+    included; from then on no rollup, not even a full one, recomputes a period up to
+    the one holding it (each would shrink: a result of February's last session was
+    created on March 1st), and a later cleanup moves the mark on."""
+    await boundary_rows().write(db)
+    await run_rollup(db, full=True, days=0, now=NOW)
+    before = {p: await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)}
+    # Deletes February's only session, whose second result is from March 1st 00:00:01.
+    first = await cleanup(db, 30, now=utc(2026, 3, 1) + timedelta(days=30))
+    assert first.counts.sessions == 1
+    async with db.read_session() as s:
+        assert await AuditRepository(s).deleted_through() == utc(2026, 3, 1, 0, 0, 1)
+    report = await run_rollup(db, full=True, days=0, now=NOW)
+    assert [p.frozen_until for p in report.periods] == [
+        utc(2026, 3, 2),
+        utc(2026, 3, 2),
+        utc(2026, 4, 1),
+    ]
+    assert report.written == 0
+    after = {p: await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)}
+    assert {p: {k: figures_of(v) for k, v in rows.items()} for p, rows in after.items()} == {
+        p: {k: figures_of(v) for k, v in rows.items()} for p, rows in before.items()
+    }
+    # The next cleanup (the sessions of March 1st) moves the mark to the last instant
+    # of that day: the same periods stay frozen, with the same figures.
+    second = await cleanup(db, 30, now=utc(2026, 3, 2) + timedelta(days=30))
+    assert second.counts.sessions == 2
+    async with db.read_session() as s:
+        assert await AuditRepository(s).deleted_through() == utc(2026, 3, 1, 23, 59, 59, 999999)
+    assert (await run_rollup(db, full=True, days=0, now=NOW)).written == 0
+    assert (await stored(db, MONTHLY))[utc(2026, 3, 1)].total_sessions == 4
+
+
+async def test_a_frozen_period_never_stored_is_stored_once(db: DatabaseManager) -> None:
+    """A period whose first rows were deleted before it was ever rolled up (a month
+    longer than the retention) is stored once from the rows still there, then kept."""
+    await boundary_rows().write(db)
+    await cleanup(db, 30, now=utc(2026, 3, 1) + timedelta(days=30))  # February's session
+    report = await run_rollup(db, full=True, days=0, now=NOW)
+    assert {p.period: p.inserted for p in report.periods} == {DAILY: 4, WEEKLY: 3, MONTHLY: 1}
+    march = (await stored(db, MONTHLY))[utc(2026, 3, 1)]
+    assert march.total_sessions == 4
+    kept = figures_of(march)
+    await cleanup(db, 30, now=utc(2026, 3, 2) + timedelta(days=30))  # March 1st's two
+    assert (await run_rollup(db, full=True, days=0, now=NOW)).written == 0
+    assert figures_of((await stored(db, MONTHLY))[utc(2026, 3, 1)]) == kept
+
+
 async def test_report_to_dict(db: DatabaseManager) -> None:
     await boundary_rows().write(db)
     report = (await run_rollup(db, full=True, days=0, now=NOW)).to_dict()
@@ -362,6 +413,7 @@ async def test_report_to_dict(db: DatabaseManager) -> None:
         "inserted": 5,
         "updated": 0,
         "unchanged": 0,
+        "frozen_until": None,
     }
 
 
