@@ -24,6 +24,7 @@ from persistence.errors import ConfigurationError
 from persistence.maintenance.tables import SESSION_CHILDREN, SESSIONS, iso_utc, require_schema
 from persistence.repositories.audit import AuditRepository
 from persistence.repositories.metrics import MetricRepository
+from persistence.services.metrics import latest
 from persistence.settings import env_int
 
 ENV_RETENTION_DAYS = "MIGVAL_RETENTION_DAYS"
@@ -132,7 +133,7 @@ async def cleanup(
         batch = sa.select(SESSIONS.c.id).where(SESSIONS.c.id.in_(ids))
         counts = await _count(session, batch)
         audit = AuditRepository(session)
-        through = _latest(await audit.deleted_through(), await _newest(session, batch))
+        through = latest(await audit.deleted_through(), await _newest(session, batch))
         deleted = await session.execute(sa.delete(SESSIONS).where(SESSIONS.c.id.in_(ids)))
         counts.sessions = int(deleted.rowcount)  # type: ignore[attr-defined]
         who = current_actor()
@@ -178,21 +179,9 @@ async def _newest(session: AsyncSession, ids: sa.Select[Any]) -> datetime | None
     newest.append(
         sa.select(sa.func.max(SESSIONS.c.created_at)).where(SESSIONS.c.id.in_(id_subquery))
     )
+    # max() keeps the column's type: aware UTC datetimes on both databases.
     row = (await session.execute(sa.select(*(q.scalar_subquery() for q in newest)))).one()
-    return _latest(*(_aware(value) for value in row))
-
-
-def _aware(value: Any) -> datetime | None:
-    """A max() over a UTC timestamp column: SQLite's comes back as text or naive."""
-    if value is None:
-        return None
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _latest(*moments: datetime | None) -> datetime | None:
-    known = [m for m in moments if m is not None]
-    return max(known) if known else None
+    return latest(*row)
 
 
 async def _count(session: AsyncSession, ids: sa.Select[Any]) -> CleanupCounts:

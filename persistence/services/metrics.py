@@ -215,7 +215,7 @@ class MetricsService:
                 stored_end = live_from if end is None else min(end, live_from)
                 if start is None or start < stored_end:
                     rows.extend(await repo.list_period(period, start, stored_end, limit))
-            live_start = _latest(None if start is None else period_ceil(start, period), live_from)
+            live_start = latest(None if start is None else period_ceil(start, period), live_from)
             live_end = None if end is None else period_ceil(end, period)
             remaining = limit - len(rows)
             if remaining > 0 and (live_start is None or live_end is None or live_start < live_end):
@@ -271,8 +271,7 @@ async def _rollup_period(
         start = min(start, period_next(newest, period))  # catch-up
     deleted = await AuditRepository(session).deleted_through()
     if deleted is not None:  # the period holding that row is frozen too
-        deleted += _MICROSECOND
-        frozen_before = deleted if frozen_before is None else max(frozen_before, deleted)
+        frozen_before = latest(frozen_before, deleted + _MICROSECOND)
     frozen_until = None if frozen_before is None else period_ceil(frozen_before, period)
     if start is not None and start >= end:
         return PeriodRollup(period, start, end, 0, 0, 0, frozen_until)
@@ -305,12 +304,10 @@ def _live_row(period: MetricPeriod, figures: PeriodFigures, at: datetime) -> Val
     )
 
 
-def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
+def latest(*moments: datetime | None) -> datetime | None:
+    """The latest of the given moments (None when none is given)."""
+    known = [m for m in moments if m is not None]
+    return max(known) if known else None
 
 
 def _check_aware(value: datetime | None, name: str) -> None:
