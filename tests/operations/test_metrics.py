@@ -323,26 +323,31 @@ async def test_window_and_catch_up(db: DatabaseManager) -> None:
     assert [p.period for p in by_name.periods] == [DAILY]
 
 
+# frozen_until per period kind (daily, weekly, monthly) when March 1st is frozen.
+FROZEN_FROM_MARCH_2ND = [utc(2026, 3, 2), utc(2026, 3, 2), utc(2026, 4, 1)]
+
+
+async def stored_figures(db: DatabaseManager) -> dict[MetricPeriod, dict[datetime, Any]]:
+    """Every stored row's figures, by period kind and start."""
+    return {
+        p: {k: figures_of(v) for k, v in (await stored(db, p)).items()}
+        for p in (DAILY, WEEKLY, MONTHLY)
+    }
+
+
 async def test_frozen_periods_are_not_recomputed(db: DatabaseManager) -> None:
     """After a retention cleanup, periods before the cutoff keep their figures."""
     await boundary_rows().write(db)
     await run_rollup(db, full=True, days=0, now=NOW)
-    before = {p: await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)}
+    before = await stored_figures(db)
     async with db.write_session() as s:  # "cleanup" of the sessions before 03-02
         sessions = ValidationSession.__table__  # type: ignore[attr-defined]
         await s.execute(sa.delete(sessions).where(sessions.c.created_at < utc(2026, 3, 2)))
     report = await run_rollup(db, full=True, days=0, now=NOW, frozen_before=utc(2026, 3, 2))
     # Days and weeks from 03-02 on are intact; March straddles the cutoff: frozen too.
-    assert [p.frozen_until for p in report.periods] == [
-        utc(2026, 3, 2),
-        utc(2026, 3, 2),
-        utc(2026, 4, 1),
-    ]
+    assert [p.frozen_until for p in report.periods] == FROZEN_FROM_MARCH_2ND
     assert report.written == 0
-    after = {p: await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)}
-    assert {p: {k: figures_of(v) for k, v in rows.items()} for p, rows in after.items()} == {
-        p: {k: figures_of(v) for k, v in rows.items()} for p, rows in before.items()
-    }
+    assert await stored_figures(db) == before
     # Without the guard, a full rollup shrinks the straddling month (not the emptied
     # days and week: a rollup never deletes rows).
     unguarded = await run_rollup(db, full=True, days=0, now=NOW)
@@ -357,23 +362,16 @@ async def test_retention_cleanup_freezes_the_periods_it_touched(db: DatabaseMana
     created on March 1st), and a later cleanup moves the mark on."""
     await boundary_rows().write(db)
     await run_rollup(db, full=True, days=0, now=NOW)
-    before = {p: await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)}
+    before = await stored_figures(db)
     # Deletes February's only session, whose second result is from March 1st 00:00:01.
     first = await cleanup(db, 30, now=utc(2026, 3, 1) + timedelta(days=30))
     assert first.counts.sessions == 1
     async with db.read_session() as s:
         assert await AuditRepository(s).deleted_through() == utc(2026, 3, 1, 0, 0, 1)
     report = await run_rollup(db, full=True, days=0, now=NOW)
-    assert [p.frozen_until for p in report.periods] == [
-        utc(2026, 3, 2),
-        utc(2026, 3, 2),
-        utc(2026, 4, 1),
-    ]
+    assert [p.frozen_until for p in report.periods] == FROZEN_FROM_MARCH_2ND
     assert report.written == 0
-    after = {p: await stored(db, p) for p in (DAILY, WEEKLY, MONTHLY)}
-    assert {p: {k: figures_of(v) for k, v in rows.items()} for p, rows in after.items()} == {
-        p: {k: figures_of(v) for k, v in rows.items()} for p, rows in before.items()
-    }
+    assert await stored_figures(db) == before
     # The next cleanup (the sessions of March 1st) moves the mark to the last instant
     # of that day: the same periods stay frozen, with the same figures.
     second = await cleanup(db, 30, now=utc(2026, 3, 2) + timedelta(days=30))
