@@ -19,6 +19,7 @@ class BehavioralTestResult(SQLModel, table=True):
     __table_args__ = (
         # Not named in the design; foreign keys are indexed (loaders batch on it).
         sa.Index("ix_behavioral_test_results_session_id", "session_id"),
+        sa.Index("ix_behavioral_test_results_created_at", "created_at"),  # live metrics windows
         sa.CheckConstraint(
             in_values_check("execution_status", ExecutionStatus), name="execution_status_valid"
         ),

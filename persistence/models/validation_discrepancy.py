@@ -21,6 +21,7 @@ class ValidationDiscrepancy(SQLModel, table=True):
     __tablename__ = "validation_discrepancies"
     __table_args__ = (
         sa.Index("ix_validation_discrepancies_session_id", "session_id"),
+        sa.Index("ix_validation_discrepancies_created_at", "created_at"),  # live metrics windows
         # Foreign keys are indexed (design: "all foreign key columns"); SET NULL on
         # result delete would otherwise scan the table.
         sa.Index("ix_validation_discrepancies_result_id", "result_id"),

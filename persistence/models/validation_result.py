@@ -19,6 +19,7 @@ class ValidationResult(SQLModel, table=True):
     __tablename__ = "validation_results"
     __table_args__ = (
         sa.Index("ix_validation_results_session_id", "session_id"),
+        sa.Index("ix_validation_results_created_at", "created_at"),  # live metrics windows
         sa.Index("ix_validation_results_status_score", "overall_status", "fidelity_score"),
         sa.Index("ix_validation_results_type_created", "result_type", "created_at"),
         sa.CheckConstraint(
