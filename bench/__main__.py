@@ -102,7 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=_env_int("BENCH_WRITE_RUNS"),
         help="timed runs per write size and method; the median is shown "
-        "(default 5; BENCH_WRITE_RUNS)",
+        "(default 7; BENCH_WRITE_RUNS)",
     )
     parser.add_argument("--no-writes", action="store_true", help="skip the write comparison")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
@@ -133,7 +133,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.sessions = args.sessions or (2_000 if quick else 10_000)
     args.duration = args.duration or (3.0 if quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
-    args.write_runs = args.write_runs or (1 if quick else 5)
+    args.write_runs = args.write_runs or (1 if quick else 7)
     if args.sessions < SESSIONS_FIRST:
         parser.error(f"--sessions must be at least {SESSIONS_FIRST}")
     return args
