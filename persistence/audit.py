@@ -22,7 +22,7 @@ Snapshots never carry secrets: ``snapshot()`` turns a row into a JSON-safe dict 
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -132,6 +132,46 @@ class AuditEntry:
             "request_id": _cut(self.request_id, 64),
             "client_address": _cut(self.client_address, 64),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionMark:
+    """What retention cleanup has deleted so far, as the rollups need it (the latest
+    ``retentionCleanup`` entry's ``after`` carries it; ADR 0007): every session created
+    up to ``through`` may be gone, and children created on the ``later_days`` (UTC
+    dates after ``through``'s) were deleted with older sessions."""
+
+    through: datetime | None
+    later_days: tuple[date, ...] = ()
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "deleted_through": None if self.through is None else self.through.isoformat(),
+            "deleted_later_days": [day.isoformat() for day in self.later_days],
+        }
+
+    @classmethod
+    def of(cls, after: Any) -> "RetentionMark | None":
+        """The mark an entry's ``after`` carries; None for an entry written before
+        marks existed."""
+        if not isinstance(after, dict) or not isinstance(after.get("deleted_through"), str):
+            return None
+        days = after.get("deleted_later_days") or []
+        return cls(
+            datetime.fromisoformat(after["deleted_through"]),
+            tuple(date.fromisoformat(day) for day in days if isinstance(day, str)),
+        )
+
+    def after_deleting(
+        self, sessions_through: datetime | None, child_days: Iterable[date] = ()
+    ) -> "RetentionMark":
+        """This mark moved on by deleting sessions created up to ``sessions_through``
+        and children created on ``child_days``; days the mark has passed are dropped
+        (it covers them)."""
+        through = max((m for m in (self.through, sessions_through) if m is not None), default=None)
+        last = None if through is None else through.astimezone(UTC).date()
+        days = {*self.later_days, *child_days}
+        return RetentionMark(through, tuple(sorted(d for d in days if last is None or d > last)))
 
 
 @dataclass(frozen=True, slots=True)

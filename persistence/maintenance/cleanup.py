@@ -11,20 +11,19 @@ continues when run again. ``dry_run`` only counts.
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.actor import current_actor
-from persistence.audit import AuditEntry, AuditOperation, EntityType
+from persistence.audit import AuditEntry, AuditOperation, EntityType, RetentionMark
 from persistence.database import DatabaseManager
 from persistence.errors import ConfigurationError
 from persistence.maintenance.tables import SESSION_CHILDREN, SESSIONS, iso_utc, require_schema
 from persistence.repositories.audit import AuditRepository
 from persistence.repositories.metrics import MetricRepository
-from persistence.services.metrics import latest
 from persistence.settings import env_int
 
 ENV_RETENTION_DAYS = "MIGVAL_RETENTION_DAYS"
@@ -133,7 +132,7 @@ async def cleanup(
         batch = sa.select(SESSIONS.c.id).where(SESSIONS.c.id.in_(ids))
         counts = await _count(session, batch)
         audit = AuditRepository(session)
-        through = latest(await audit.deleted_through(), await _newest(session, batch))
+        mark = await _moved_mark(session, batch, await audit.retention_mark())
         deleted = await session.execute(sa.delete(SESSIONS).where(SESSIONS.c.id.in_(ids)))
         counts.sessions = int(deleted.rowcount)  # type: ignore[attr-defined]
         who = current_actor()
@@ -146,14 +145,9 @@ async def cleanup(
                 actor_role=None if who.role is None else who.role.value,
                 actor_token_id=who.token_id,
                 before={"session_ids": ids, "child_counts": counts.as_dict()},
-                after={
-                    "retention_days": days,
-                    "cutoff": iso_utc(cutoff),
-                    # The newest creation time of any row deleted so far (children
-                    # can be newer than their session): rollups never recompute a
-                    # period up to it (persistence.services.metrics).
-                    "deleted_through": iso_utc(through),
-                },
+                # The mark: rollups never recompute the periods it covers (their
+                # raw rows are incomplete; persistence.services.metrics).
+                after={"retention_days": days, "cutoff": iso_utc(cutoff), **mark.values()},
             )
         )
         return counts
@@ -169,19 +163,33 @@ async def cleanup(
     return report
 
 
-async def _newest(session: AsyncSession, ids: sa.Select[Any]) -> datetime | None:
-    """The newest created_at among the sessions selected by ``ids`` and their children."""
+async def _moved_mark(
+    session: AsyncSession, ids: sa.Select[Any], previous: RetentionMark | None
+) -> RetentionMark:
+    """``previous`` moved on by deleting the sessions selected by ``ids``: their newest
+    created_at, and the days of their children created after that mark's day (a
+    result recorded a week after its session: that day's figures lose it too)."""
     id_subquery = ids.scalar_subquery()
-    newest = [
-        sa.select(sa.func.max(table.c.created_at)).where(table.c.session_id.in_(id_subquery))
-        for table in SESSION_CHILDREN
-    ]
-    newest.append(
+    newest = await session.scalar(
         sa.select(sa.func.max(SESSIONS.c.created_at)).where(SESSIONS.c.id.in_(id_subquery))
     )
-    # max() keeps the column's type: aware UTC datetimes on both databases.
-    row = (await session.execute(sa.select(*(q.scalar_subquery() for q in newest)))).one()
-    return latest(*row)
+    mark = (previous or RetentionMark(None)).after_deleting(newest)
+    if mark.through is None:
+        return mark
+    next_day = datetime.combine(mark.through.astimezone(UTC).date(), time(), UTC) + timedelta(
+        days=1
+    )
+    late = sa.union_all(
+        *(
+            sa.select(table.c.created_at).where(
+                table.c.session_id.in_(id_subquery), table.c.created_at >= next_day
+            )
+            for table in SESSION_CHILDREN
+        )
+    )
+    # created_at comes back as aware UTC datetimes on both databases (the column type).
+    days = {moment.astimezone(UTC).date() for moment in (await session.scalars(late)).all()}
+    return mark.after_deleting(None, days)
 
 
 async def _count(session: AsyncSession, ids: sa.Select[Any]) -> CleanupCounts:

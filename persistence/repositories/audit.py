@@ -10,7 +10,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from persistence.audit import AuditEntry, AuditLogFilter, AuditOperation, EntityType
+from persistence.audit import (
+    AuditEntry,
+    AuditLogFilter,
+    AuditOperation,
+    EntityType,
+    RetentionMark,
+)
 from persistence.filters import SortDirection
 from persistence.models import (
     AuditLogEntry,
@@ -35,13 +41,13 @@ class AuditRepository:
         stmt = sa.insert(A).values(**entry.values()).returning(_c("id"))
         return int((await self.session.execute(stmt)).scalar_one())
 
-    async def deleted_through(self) -> datetime | None:
-        """The newest creation time of any row retention cleanup has deleted (None:
-        it never deleted anything): the latest cleanup entry carries the running
-        maximum. Entries written before ``deleted_through`` existed give their cutoff
-        (every session they deleted was older; a child of one may have been newer).
-        Found through the entity index: cleanup entries are about several sessions."""
-        stmt = (
+    async def retention_mark(self) -> RetentionMark | None:
+        """What retention cleanup has deleted so far (None: nothing): the latest
+        cleanup entry carries the running mark. Entries written before marks existed
+        count with the latest of their cutoffs (every session they deleted was older;
+        a child of one may have been newer). Found through the entity index: cleanup
+        entries are about several sessions."""
+        entries = (
             sa.select(_c("after"))
             .where(
                 _c("entity_type") == EntityType.SESSION.value,
@@ -49,13 +55,19 @@ class AuditRepository:
                 _c("operation") == AuditOperation.RETENTION_CLEANUP.value,
             )
             .order_by(_c("id").desc())
-            .limit(1)
         )
-        after = (await self.session.execute(stmt)).scalar_one_or_none()
-        if not isinstance(after, dict):
+        newest = (await self.session.execute(entries.limit(1))).scalar_one_or_none()
+        if newest is None:
             return None
-        moment = after.get("deleted_through") or after.get("cutoff")
-        return datetime.fromisoformat(moment) if isinstance(moment, str) else None
+        mark = RetentionMark.of(newest)
+        if mark is not None:
+            return mark
+        cutoffs = [
+            datetime.fromisoformat(after["cutoff"])
+            for after in (await self.session.scalars(entries)).all()
+            if isinstance(after, dict) and isinstance(after.get("cutoff"), str)
+        ]
+        return RetentionMark(max(cutoffs)) if cutoffs else None
 
     async def list_page(
         self, filter_: AuditLogFilter, first: int, after: Keyset | None

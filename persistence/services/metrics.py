@@ -22,11 +22,12 @@ Rollup (``MetricsService.rollup``, ``run_rollup`` for the CLI):
 - Only periods with activity (any session, result, discrepancy or behavioral test
   created in it) have rows. A rollup never deletes stored rows: rollups are the
   history that outlives raw rows, so a period whose source rows were all deleted keeps
-  its last figures (a partially deleted one is recomputed from what remains).
-- Frozen periods: retention cleanup records in its audit entries the newest creation
-  time of any row it deleted (``deleted_through``; children can be newer than their
-  session). Periods up to the one holding it, and those starting before an explicit
-  ``frozen_before``, have incomplete raw rows: recomputing them would shrink history,
+  its last figures (a partially deleted one by retention cleanup is frozen, below).
+- Frozen periods: retention cleanup records in its audit entries a mark of what is
+  gone (``RetentionMark``: the newest creation time of the deleted sessions, and the
+  days of their children created later). Periods up to the one holding the former,
+  those holding one of the latter, and those starting before an explicit
+  ``frozen_before`` have incomplete raw rows: recomputing them would shrink history,
   so their stored figures are kept whatever the window (``migval maintenance`` and
   ``db rollup --full`` included). One with no stored row yet (a month longer than the
   retention: its first days are deleted before it closes) is stored once, from the
@@ -43,7 +44,7 @@ id 0 (``LIVE_METRIC_ID``) and created_at = updated_at = the time of computation.
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -269,9 +270,13 @@ async def _rollup_period(
         start = None  # first rollup of this kind: all history
     elif start is not None:
         start = min(start, period_next(newest, period))  # catch-up
-    deleted = await AuditRepository(session).deleted_through()
-    if deleted is not None:  # the period holding that row is frozen too
-        frozen_before = latest(frozen_before, deleted + _MICROSECOND)
+    mark = await AuditRepository(session).retention_mark()
+    late: set[datetime] = set()  # periods holding children deleted with older sessions
+    if mark is not None:
+        if mark.through is not None:  # the period holding that session is frozen too
+            frozen_before = latest(frozen_before, mark.through + _MICROSECOND)
+        days = (datetime.combine(day, time(), UTC) for day in mark.later_days)
+        late = {period_floor(day, period) for day in days}
     frozen_until = None if frozen_before is None else period_ceil(frozen_before, period)
     if start is not None and start >= end:
         return PeriodRollup(period, start, end, 0, 0, 0, frozen_until)
@@ -284,7 +289,9 @@ async def _rollup_period(
         if row is None:  # frozen or not: a period is stored at least once
             inserted += 1
             changed.append(figures)
-        elif frozen_until is not None and figures.metric_date < frozen_until:
+        elif (
+            frozen_until is not None and figures.metric_date < frozen_until
+        ) or figures.metric_date in late:
             continue  # its raw rows are incomplete: keep what was stored
         elif not figures.same_as(PeriodFigures.from_stored(row)):
             changed.append(figures)

@@ -2,7 +2,7 @@
 year ends), idempotence, late writes, the live open period over HTTP, and a property
 test that stored rollups equal the live aggregation (and a Python oracle)."""
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from persistence.audit import AuditEntry, RetentionMark
 from persistence.database import DatabaseManager
 from persistence.enums import (
     ExecutionStatus,
@@ -358,10 +359,10 @@ async def test_frozen_periods_are_not_recomputed(db: DatabaseManager) -> None:
 
 
 async def test_retention_cleanup_freezes_the_periods_it_touched(db: DatabaseManager) -> None:
-    """Cleanup records the newest creation time of what it deleted, children
-    included; from then on no rollup, not even a full one, recomputes a period up to
-    the one holding it (each would shrink: a result of February's last session was
-    created on March 1st), and a later cleanup moves the mark on."""
+    """Cleanup records the newest creation time of the sessions it deleted and the
+    days of their children created later; no rollup, not even a full one, recomputes
+    a period holding either (each would shrink: a result of February's last session
+    was created on March 1st), while later periods still follow changes."""
     await boundary_rows().write(db)
     await run_rollup(db, full=True, days=0, now=NOW)
     before = await stored_figures(db)
@@ -369,17 +370,38 @@ async def test_retention_cleanup_freezes_the_periods_it_touched(db: DatabaseMana
     first = await cleanup(db, 30, now=utc(2026, 3, 1) + timedelta(days=30))
     assert first.counts.sessions == 1
     async with db.read_session() as s:
-        assert await AuditRepository(s).deleted_through() == utc(2026, 3, 1, 0, 0, 1)
+        assert await AuditRepository(s).retention_mark() == RetentionMark(
+            utc(2026, 2, 28, 23, 59, 59, 999999), (date(2026, 3, 1),)
+        )
     report = await run_rollup(db, full=True, days=0, now=NOW)
-    assert [p.frozen_until for p in report.periods] == FROZEN_FROM_MARCH_2ND
+    # The mark freezes February's day, week (to 03-02) and month; the late result
+    # freezes March 1st and March.
+    assert [p.frozen_until for p in report.periods] == [
+        utc(2026, 3, 1),
+        utc(2026, 3, 2),
+        utc(2026, 3, 1),
+    ]
     assert report.written == 0
     assert await stored_figures(db) == before
+    # A later day and week still follow changes: the Monday session completes.
+    async with db.write_session() as s:
+        sessions = ValidationSession.__table__  # type: ignore[attr-defined]
+        await s.execute(
+            sa.update(sessions)
+            .where(sessions.c.created_at == utc(2026, 3, 2))
+            .values(status=SessionStatus.COMPLETED)
+        )
+    followed = await run_rollup(db, full=True, days=0, now=NOW)
+    assert {p.period: p.updated for p in followed.periods} == {DAILY: 1, WEEKLY: 1, MONTHLY: 0}
+    assert (await stored(db, DAILY))[utc(2026, 3, 2)].completed_sessions == 1
     # The next cleanup (the sessions of March 1st) moves the mark to the last instant
-    # of that day: the same periods stay frozen, with the same figures.
+    # of that day, which covers the late day: the same periods stay as they were.
     second = await cleanup(db, 30, now=utc(2026, 3, 2) + timedelta(days=30))
     assert second.counts.sessions == 2
     async with db.read_session() as s:
-        assert await AuditRepository(s).deleted_through() == utc(2026, 3, 1, 23, 59, 59, 999999)
+        assert await AuditRepository(s).retention_mark() == RetentionMark(
+            utc(2026, 3, 1, 23, 59, 59, 999999)
+        )
     assert (await run_rollup(db, full=True, days=0, now=NOW)).written == 0
     assert (await stored(db, MONTHLY))[utc(2026, 3, 1)].total_sessions == 4
 
@@ -628,3 +650,28 @@ async def test_live_windows_are_read_through_created_at_indexes(
         "ix_behavioral_test_results_created_at",
     ):
         assert index in plan, plan
+
+
+async def test_cleanup_entries_without_a_mark_count_with_their_latest_cutoff(
+    db: DatabaseManager,
+) -> None:
+    """Entries written before marks existed: the latest cutoff of any of them (a
+    30-day run after a 7-day one leaves the older cutoff on top), and a new cleanup
+    moves on from it."""
+    async with db.write_session() as s:
+        for cutoff in ("2026-03-10T00:00:00Z", "2026-02-20T00:00:00Z"):
+            await AuditRepository(s).append(
+                AuditEntry(
+                    operation="retentionCleanup",
+                    entity_type="validation_sessions",
+                    entity_id=None,
+                    actor_name="system",
+                    after={"retention_days": 30, "cutoff": cutoff},
+                )
+            )
+    async with db.read_session() as s:
+        assert await AuditRepository(s).retention_mark() == RetentionMark(utc(2026, 3, 10))
+    await boundary_rows().write(db)
+    await cleanup(db, 30, now=utc(2026, 3, 1) + timedelta(days=30))  # February's session
+    async with db.read_session() as s:
+        assert await AuditRepository(s).retention_mark() == RetentionMark(utc(2026, 3, 10))
