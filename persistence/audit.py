@@ -88,7 +88,7 @@ class AuditOperation(StrEnum):
     # API tokens are managed by the CLI (``migval token``), not by a mutation.
     CREATE_API_TOKEN = "createApiToken"  # noqa: S105 - an operation name, not a secret
     REVOKE_API_TOKEN = "revokeApiToken"  # noqa: S105
-    # ``migval db cleanup``; ``after.deleted_through`` bounds what the rollups may recompute.
+    # ``migval db cleanup``; its ``after`` carries the RetentionMark the rollups read.
     RETENTION_CLEANUP = "retentionCleanup"
 
 

@@ -216,7 +216,7 @@ class MetricsService:
                 stored_end = live_from if end is None else min(end, live_from)
                 if start is None or start < stored_end:
                     rows.extend(await repo.list_period(period, start, stored_end, limit))
-            live_start = latest(None if start is None else period_ceil(start, period), live_from)
+            live_start = _latest(None if start is None else period_ceil(start, period), live_from)
             live_end = None if end is None else period_ceil(end, period)
             remaining = limit - len(rows)
             if remaining > 0 and (live_start is None or live_end is None or live_start < live_end):
@@ -274,7 +274,7 @@ async def _rollup_period(
     late: set[datetime] = set()  # periods holding children deleted with older sessions
     if mark is not None:
         if mark.through is not None:  # the period holding that session is frozen too
-            frozen_before = latest(frozen_before, mark.through + _MICROSECOND)
+            frozen_before = _latest(frozen_before, mark.through + _MICROSECOND)
         days = (datetime.combine(day, time(), UTC) for day in mark.later_days)
         late = {period_floor(day, period) for day in days}
     frozen_until = None if frozen_before is None else period_ceil(frozen_before, period)
@@ -311,10 +311,12 @@ def _live_row(period: MetricPeriod, figures: PeriodFigures, at: datetime) -> Val
     )
 
 
-def latest(*moments: datetime | None) -> datetime | None:
-    """The latest of the given moments (None when none is given)."""
-    known = [m for m in moments if m is not None]
-    return max(known) if known else None
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
 
 
 def _check_aware(value: datetime | None, name: str) -> None:

@@ -108,7 +108,8 @@ class TokenService:
             if await repo.get_by_name(name) is not None:
                 raise Conflict("name", f"a token named {name!r} already exists")
             row = await repo.insert(values)
-            await _audit(session, AuditOperation.CREATE_API_TOKEN, row, after=_fields(row))
+            after = snapshot(row, only=_AUDITED_FIELDS)
+            await _audit(session, AuditOperation.CREATE_API_TOKEN, row, after=after)
             return row
 
         try:
@@ -172,10 +173,6 @@ class TokenService:
 
 # What an entry shows of a token: never its hash or prefix (they identify the secret).
 _AUDITED_FIELDS = ("name", "role", "expires_at", "revoked_at")
-
-
-def _fields(row: ApiToken) -> dict[str, Any]:
-    return snapshot(row, only=_AUDITED_FIELDS)
 
 
 async def _audit(
